@@ -1,0 +1,47 @@
+# Two commands on a fresh machine: `make run` and `make test`. Both create and reuse .venv.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+.PHONY: install run test lint format typecheck pytest bench schemas kafka-jars clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+install: $(STAMP)
+
+run: install                   ## the service: embedded Kafka unless FIRESALE_KAFKA_BOOTSTRAP is set
+	$(BIN)/firesale run
+
+test: install lint typecheck pytest   ## every quality gate; what .ci/run calls
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+typecheck: install
+	$(BIN)/mypy
+
+pytest: install kafka-jars
+	$(BIN)/pytest
+
+kafka-jars: install            ## fetch the Kafka broker jars once (cached in ~/.cache/firesale)
+	$(BIN)/python -c "from deploy.kafka.broker import resolve_jars; print('kafka jars:', resolve_jars())"
+
+bench: install                 ## correlation engine vs pandas and np.corrcoef, same run
+	$(BIN)/python -m bench.correlation
+
+schemas: install               ## regenerate streams/schemas/*.json from the event types
+	$(BIN)/python -m streams.events_schemas
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,0 +1,5 @@
+"""``python -m streams`` = the ``firesale`` command."""
+
+from streams.cli import main
+
+main()

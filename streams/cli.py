@@ -1,0 +1,217 @@
+"""The ``firesale`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from deploy.kafka import broker
+from streams.config import ConfigError, Settings, Universe, load_settings, load_universe
+from streams.topics import TOPICS, ensure_topics
+
+app = typer.Typer(
+    name="firesale",
+    help="Streaming cross-asset fire-sale detector.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+kafka_app = typer.Typer(help="The embedded local Kafka broker (KRaft, one node).")
+topics_app = typer.Typer(help="Kafka topics, as registered in streams/topics.py.")
+config_app = typer.Typer(help="Inspect and validate the configuration.")
+app.add_typer(kafka_app, name="kafka")
+app.add_typer(topics_app, name="topics")
+app.add_typer(config_app, name="config")
+
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
+
+DataDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir", help="broker home (config, data, logs, pid file); default FIRESALE_KAFKA_HOME"
+    ),
+]
+BootstrapOpt = Annotated[
+    str | None,
+    typer.Option("--bootstrap", help="host:port of Kafka; default FIRESALE_KAFKA_BOOTSTRAP"),
+]
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        raise _fail(str(exc), 2) from None
+
+
+def _universe(settings: Settings) -> Universe:
+    try:
+        return load_universe(settings.universe)
+    except ConfigError as exc:
+        raise _fail(str(exc), 2) from None
+
+
+def _bootstrap(settings: Settings, override: str | None) -> str:
+    if override:
+        return override
+    if settings.kafka_bootstrap:
+        return settings.kafka_bootstrap
+    info, _ = broker.status(settings.kafka_home)
+    if info is None:
+        raise _fail(
+            "no Kafka to talk to: set FIRESALE_KAFKA_BOOTSTRAP, pass --bootstrap, or start the "
+            "embedded broker with `firesale kafka start`"
+        )
+    return info.bootstrap
+
+
+@kafka_app.command("start")
+def kafka_start(
+    port: Annotated[
+        int | None, typer.Option(help="client port; default FIRESALE_KAFKA_PORT")
+    ] = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Start the embedded broker in the background and wait until it answers."""
+    settings = _settings()
+    home = data_dir or settings.kafka_home
+    started = time.monotonic()
+    try:
+        info = broker.start(home, port if port is not None else settings.kafka_port or None)
+    except broker.KafkaLauncherError as exc:
+        raise _fail(str(exc)) from None
+    took = time.monotonic() - started
+    console.print(
+        f"Kafka {info.kafka_version} running: bootstrap [bold]{info.bootstrap}[/] "
+        f"(pid {info.pid}, home {info.home}, ready in {took:.1f} s)",
+        highlight=False,
+    )
+
+
+@kafka_app.command("stop")
+def kafka_stop(data_dir: DataDirOpt = None) -> None:
+    """Stop the embedded broker (SIGTERM, then wait)."""
+    home = data_dir or _settings().kafka_home
+    try:
+        info = broker.stop(home)
+    except broker.BrokerNotRunningError as exc:
+        raise _fail(str(exc)) from None
+    console.print(f"Kafka stopped (pid {info.pid})", highlight=False)
+
+
+@kafka_app.command("status")
+def kafka_status(data_dir: DataDirOpt = None) -> None:
+    """Say whether the embedded broker runs and answers; exit 1 when it does not."""
+    home = data_dir or _settings().kafka_home
+    info, answers = broker.status(home)
+    if info is None:
+        raise _fail(f"no embedded broker running in {home.resolve()}")
+    if not answers:
+        raise _fail(f"broker pid {info.pid} runs but does not answer on {info.bootstrap}")
+    console.print(
+        f"Kafka {info.kafka_version} up: bootstrap {info.bootstrap}, pid {info.pid}, "
+        f"up {time.time() - info.started_at:.0f} s, home {info.home}",
+        highlight=False,
+    )
+
+
+@topics_app.command("create")
+def topics_create(bootstrap: BootstrapOpt = None) -> None:
+    """Create every registered topic that is missing (idempotent) and report drift."""
+    target = _bootstrap(_settings(), bootstrap)
+    try:
+        reports = asyncio.run(ensure_topics(target))
+    except Exception as exc:
+        raise _fail(f"topic creation on {target} failed: {exc}") from None
+    for rep in reports:
+        colour = {"created": "green", "exists": "dim", "drift": "yellow"}[rep.action]
+        detail = f" — {rep.detail}" if rep.detail else ""
+        console.print(f"[{colour}]{rep.action:8}[/] {rep.name}{detail}", highlight=False)
+
+
+@topics_app.command("list")
+def topics_list() -> None:
+    """Show the topic registry."""
+    table = Table("topic", "partitions", "retention", "cleanup", "key", "schema")
+    for t in TOPICS:
+        table.add_row(
+            t.name,
+            str(t.partitions),
+            f"{t.retention_ms / 86_400_000:g} d",
+            t.cleanup_policy,
+            t.key,
+            f"streams/schemas/{t.schema}.v1.json",
+        )
+    console.print(table)
+
+
+@config_app.command("show")
+def config_show() -> None:
+    """Validate the configuration and print the effective settings and universe."""
+    settings = _settings()
+    universe = _universe(settings)
+    table = Table("setting", "value", "environment variable")
+    for name in Settings.model_fields:
+        table.add_row(name, repr(getattr(settings, name)), f"FIRESALE_{name.upper()}")
+    console.print(table)
+    assets = Table("asset", "class", "session", "symbols", title=f"universe: {universe.source}")
+    for a in universe.assets:
+        symbols = ", ".join(f"{v}:{s}" for v, s in a.symbols.items())
+        assets.add_row(a.name, a.asset_class, a.session, symbols)
+    console.print(assets)
+
+
+@app.command("run")
+def run() -> None:
+    """Run the service: Kafka (embedded unless FIRESALE_KAFKA_BOOTSTRAP is set) and its topics.
+
+    Connectors and stream workers join this command as they land (see README, "Status").
+    Stops cleanly on Ctrl-C or SIGTERM.
+    """
+    settings = _settings()
+    universe = _universe(settings)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    embedded = settings.kafka_bootstrap is None
+    try:
+        if embedded:
+            info = broker.start(settings.kafka_home, settings.kafka_port or None, detach=False)
+            bootstrap = info.bootstrap
+            console.print(f"embedded Kafka {info.kafka_version} on {bootstrap} (pid {info.pid})")
+        else:
+            bootstrap = settings.kafka_bootstrap or ""
+        for rep in asyncio.run(ensure_topics(bootstrap)):
+            console.print(f"topic {rep.name}: {rep.action} {rep.detail}", highlight=False)
+        console.print(
+            f"firesale ready on {bootstrap}: {len(universe.assets)} assets in "
+            f"{len(universe.classes)} classes ({', '.join(universe.classes)}). Ctrl-C to stop."
+        )
+        stop.wait()
+    except broker.KafkaLauncherError as exc:
+        raise _fail(str(exc)) from None
+    finally:
+        if embedded:
+            try:
+                broker.stop(settings.kafka_home)
+                console.print("embedded Kafka stopped")
+            except broker.BrokerNotRunningError:
+                pass
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
