@@ -2,7 +2,7 @@
 
 Run as ``python tests/streams/faust_counter_app.py worker``; environment:
 ``COUNTER_BOOTSTRAP`` (host:port), ``COUNTER_TOPIC``, ``COUNTER_APP_ID``, ``COUNTER_DUMP`` (file
-the agent writes the table to when it receives the message ``dump``).
+the agent writes the table to when it receives the message ``dump:<token>``).
 """
 
 from __future__ import annotations
@@ -37,9 +37,11 @@ dump_path = Path(os.environ["COUNTER_DUMP"])
 async def count(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
     async for raw_key, raw_value in stream.items():
         key, value = raw_key.decode(), raw_value.decode()
-        if value == "dump":
+        if value.startswith("dump:"):
+            # At-least-once: an old dump request may be delivered again after a restart, so
+            # every request carries a token and the reply names it.
             tmp = dump_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(dict(counts.items())))
+            tmp.write_text(json.dumps({"token": value[5:], "counts": dict(counts.items())}))
             tmp.rename(dump_path)
         else:
             counts[key] += int(value)

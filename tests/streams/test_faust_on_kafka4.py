@@ -48,15 +48,18 @@ async def _send(bootstrap: str, topic: str, items: list[tuple[str, str]]) -> Non
 async def _dump(
     bootstrap: str, topic: str, path: Path, worker: subprocess.Popen[bytes], log: Path
 ) -> dict[str, int]:
-    path.unlink(missing_ok=True)
-    await _send(bootstrap, topic, [("_", "dump")])
+    token = uuid.uuid4().hex
+    await _send(bootstrap, topic, [("_", f"dump:{token}")])
     deadline = time.monotonic() + 90
-    while not path.exists():
+    while True:
+        if path.exists():
+            reply = json.loads(path.read_text())
+            if reply["token"] == token:
+                result: dict[str, int] = reply["counts"]
+                return result
         if worker.poll() is not None or time.monotonic() > deadline:
             pytest.fail(f"faust worker produced no dump; log tail:\n{log.read_text()[-3000:]}")
         await asyncio.sleep(0.2)
-    result: dict[str, int] = json.loads(path.read_text())
-    return result
 
 
 def _stop(worker: subprocess.Popen[bytes]) -> int:
