@@ -93,7 +93,7 @@ def ms_to_ns(obj: Mapping[str, Any], key: str) -> int:
     if isinstance(value, bool):
         raise FieldError("bad_type", f"{key} must be integer milliseconds, got a boolean")
     if isinstance(value, str):
-        if not value.isdigit():
+        if not (value.isascii() and value.isdigit()):
             raise FieldError("bad_type", f"{key} is not integer milliseconds: {value[:40]!r}")
         ms = int(value)
     elif isinstance(value, int):

@@ -161,8 +161,28 @@ class DeadLetter:
     raw: Annotated[str, Field(max_length=65_536)]
 
 
-Event = PriceTick | Liquidation | Funding | BarEvent | SignalEvent | DeadLetter
-E = TypeVar("E", PriceTick, Liquidation, Funding, BarEvent, SignalEvent, DeadLetter)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GapMarker:
+    """Data of a venue channel may be missing between ``from_ns`` and ``to_ns`` (``ticks.gap.v1``).
+
+    Published by a connector after a disconnect, a stale feed or a restart: consumers must not
+    read the interval as "nothing happened" (no zero returns across it; liquidation sums over
+    it are lower bounds). ``from_ns`` is the receive time of the last frame before the gap,
+    ``to_ns`` that of the first frame after it.
+    """
+
+    __pydantic_config__ = _STRICT
+
+    venue: Name
+    channel: Annotated[str, Field(min_length=1, max_length=128)]
+    from_ns: TsNs
+    to_ns: TsNs
+    reason: Literal["disconnect", "stale", "restart", "lifetime"]
+    ts_recv_ns: TsNs
+
+
+Event = PriceTick | Liquidation | Funding | BarEvent | SignalEvent | DeadLetter | GapMarker
+E = TypeVar("E", PriceTick, Liquidation, Funding, BarEvent, SignalEvent, DeadLetter, GapMarker)
 
 SCHEMA_NAMES: dict[type[Any], str] = {
     PriceTick: "price",
@@ -171,6 +191,7 @@ SCHEMA_NAMES: dict[type[Any], str] = {
     BarEvent: "bar",
     SignalEvent: "signal",
     DeadLetter: "deadletter",
+    GapMarker: "gap",
 }
 EVENT_TYPES: dict[str, type[Any]] = {v: k for k, v in SCHEMA_NAMES.items()}
 _ADAPTERS: dict[type[Any], TypeAdapter[Any]] = {t: TypeAdapter(t) for t in SCHEMA_NAMES}

@@ -73,6 +73,15 @@ TOPICS: tuple[TopicSpec, ...] = (
         "frames that could not be turned into events, with the reason",
     ),
     TopicSpec(
+        "ticks.gap.v1",
+        1,
+        30 * DAY_MS,
+        "delete",
+        "venue:channel",
+        "gap",
+        "gap markers: a venue channel may have missed data between two times",
+    ),
+    TopicSpec(
         "bars.v1",
         1,
         30 * DAY_MS,

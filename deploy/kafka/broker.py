@@ -30,6 +30,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
@@ -316,7 +317,9 @@ def admin_call_succeeds(bootstrap: str, timeout_s: float = 5.0) -> bool:
     level = quiet.level
     quiet.setLevel(logging.CRITICAL)
     try:
-        asyncio.run(_admin_ready(bootstrap, timeout_s))
+        # A thread of its own: the caller may be inside a running event loop (tests, run).
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, _admin_ready(bootstrap, timeout_s)).result()
     except Exception:
         return False
     finally:

@@ -15,6 +15,7 @@ from streams.events import (
     DeadLetter,
     DecodeError,
     Funding,
+    GapMarker,
     Liquidation,
     PriceTick,
     SignalEvent,
@@ -108,6 +109,14 @@ SAMPLES: list[Any] = [
         ts_recv_ns=T0,
         reason="sz is not a number: 'abc'",
         raw='{"arg":{}}',
+    ),
+    GapMarker(
+        venue="bybit",
+        channel="allLiquidation",
+        from_ns=T0,
+        to_ns=T0 + 4 * 10**9,
+        reason="disconnect",
+        ts_recv_ns=T0 + 4 * 10**9,
     ),
 ]
 

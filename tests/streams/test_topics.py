@@ -17,6 +17,7 @@ EXPECTED = {
     "ticks.liquidation.v1",
     "ticks.funding.v1",
     "ticks.deadletter.v1",
+    "ticks.gap.v1",
     "bars.v1",
     "signals.correlation.v1",
     "signals.cosell.v1",
