@@ -70,6 +70,26 @@ class Settings(BaseSettings):
     metrics_port: Annotated[int, Field(ge=0, le=65535)] = Field(
         default=9464, description="port of the /metrics endpoint (0 = disabled)"
     )
+    venues: str = Field(
+        default="binance,bybit,okx",
+        description="comma-separated venues the connectors stream (binance, bybit, okx)",
+    )
+    binance_ws_url: str | None = Field(
+        default=None, description="Binance USD-M WebSocket base (default wss://fstream.binance.com)"
+    )
+    bybit_ws_url: str | None = Field(
+        default=None, description="Bybit WebSocket base (default wss://stream.bybit.com)"
+    )
+    okx_ws_url: str | None = Field(
+        default=None, description="OKX WebSocket base (default wss://ws.okx.com:8443)"
+    )
+    cache_dir: Path = Field(
+        default=Path.home() / ".cache" / "firesale",
+        description="cache of Kafka jars and venue market metadata",
+    )
+    markets_max_age_s: Annotated[float, Field(ge=0)] = Field(
+        default=86_400.0, description="refetch cached venue markets older than this"
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="log level of firesale's own loggers"
     )
@@ -84,6 +104,34 @@ class Settings(BaseSettings):
             if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
                 raise ValueError(f"{server!r} is not host:port (e.g. kafka-1:9092)")
         return value
+
+    @field_validator("venues")
+    @classmethod
+    def _check_venues(cls, value: str) -> str:
+        names = [v.strip() for v in value.split(",") if v.strip()]
+        unknown = [v for v in names if v not in ("binance", "bybit", "okx")]
+        if unknown or not names:
+            raise ValueError(
+                f"unknown venue {unknown[0] if unknown else value!r}; use binance, bybit, okx"
+            )
+        return ",".join(names)
+
+    @field_validator("binance_ws_url", "bybit_ws_url", "okx_ws_url")
+    @classmethod
+    def _check_ws_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("ws://", "wss://")):
+            raise ValueError(f"{value!r} is not a ws:// or wss:// URL")
+        return value or None
+
+    @property
+    def venue_list(self) -> tuple[str, ...]:
+        """The configured venues, in order."""
+        return tuple(self.venues.split(","))
+
+    def ws_url(self, venue: str) -> str | None:
+        """The WebSocket base URL override for ``venue`` (None = production)."""
+        url: str | None = getattr(self, f"{venue}_ws_url")
+        return url
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:

@@ -1,0 +1,167 @@
+"""``firesale connect`` and ``firesale replay``: the connector process from the command line."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from prometheus_client import CollectorRegistry, start_http_server
+from rich.console import Console
+from rich.progress import Progress
+
+from connectors.base import Instrument
+from connectors.markets import MarketsUnavailableError, instruments_for, load_markets
+from connectors.record import RecordingError
+from streams.config import ConfigError, Settings, Universe, load_settings, load_universe
+
+console = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+log = logging.getLogger("firesale")
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def _load(venues: str | None) -> tuple[Settings, Universe, tuple[str, ...]]:
+    try:
+        settings = load_settings()
+        universe = load_universe(settings.universe)
+        chosen = settings.venue_list
+        if venues:
+            chosen = tuple(v.strip() for v in venues.split(",") if v.strip())
+            Settings.model_validate({"venues": ",".join(chosen)})
+    except ConfigError as exc:
+        raise _fail(str(exc), 2) from None
+    except ValueError as exc:
+        raise _fail(f"--venues: {exc}", 2) from None
+    return settings, universe, chosen
+
+
+def resolve_instruments(
+    settings: Settings, universe: Universe, venues: Sequence[str], refresh: bool = False
+) -> dict[str, Sequence[Instrument]]:
+    """Each venue's instruments for the universe, from cached ccxt market metadata."""
+    result: dict[str, Sequence[Instrument]] = {}
+    for venue in venues:
+        if not universe.by_symbol(venue):
+            continue
+        markets = load_markets(
+            venue, settings.cache_dir, max_age_s=settings.markets_max_age_s, refresh=refresh
+        )
+        result[venue] = instruments_for(venue, markets, universe)
+    return result
+
+
+def _bootstrap(settings: Settings) -> str:
+    if settings.kafka_bootstrap:
+        return settings.kafka_bootstrap
+    from deploy.kafka import broker
+
+    info, answers = broker.status(settings.kafka_home)
+    if info is None or not answers:
+        raise _fail(
+            "no Kafka: set FIRESALE_KAFKA_BOOTSTRAP or start the embedded broker with "
+            "`firesale kafka start` (or use `firesale run`, which starts it)"
+        )
+    return info.bootstrap
+
+
+def connect(
+    venues: Annotated[
+        str | None, typer.Option(help="comma-separated venues (default FIRESALE_VENUES)")
+    ] = None,
+    record: Annotated[
+        Path | None, typer.Option(help="also write raw frames to rotating gzip files in DIR")
+    ] = None,
+    refresh_markets: Annotated[
+        bool, typer.Option(help="refetch venue market metadata instead of using the cache")
+    ] = False,
+) -> None:
+    """Run the live connectors: venue WebSockets → ticks.* topics on Kafka."""
+    settings, universe, chosen = _load(venues)
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    try:
+        instruments = resolve_instruments(settings, universe, chosen, refresh_markets)
+    except (MarketsUnavailableError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    bootstrap = _bootstrap(settings)
+    registry = CollectorRegistry()
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, settings.metrics_bind, registry=registry)
+        console.print(f"metrics on http://{settings.metrics_bind}:{settings.metrics_port}/metrics")
+    summary = ", ".join(f"{v}: {len(i)} instruments" for v, i in instruments.items())
+    console.print(f"connecting to {summary}; producing to {bootstrap}. Ctrl-C to stop.")
+    asyncio.run(_connect(bootstrap, instruments, settings, registry, record))
+
+
+async def _connect(
+    bootstrap: str,
+    instruments: dict[str, Sequence[Instrument]],
+    settings: Settings,
+    registry: CollectorRegistry,
+    record: Path | None,
+) -> None:
+    from connectors.app import run_connect
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    urls = {v: settings.ws_url(v) for v in instruments}
+    await run_connect(bootstrap, instruments, urls, stop, registry, record_dir=record)
+
+
+def replay(
+    files: Annotated[list[Path], typer.Argument(help="recordings written by connect --record")],
+    speed: Annotated[
+        float | None, typer.Option(help="X times real time (default: as fast as possible)")
+    ] = None,
+    venues: Annotated[str | None, typer.Option(help="comma-separated venues")] = None,
+) -> None:
+    """Replay recorded frames through the live parse path onto Kafka."""
+    settings, universe, chosen = _load(venues)
+    try:
+        instruments = resolve_instruments(settings, universe, chosen)
+    except (MarketsUnavailableError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    bootstrap = _bootstrap(settings)
+    try:
+        count = asyncio.run(_replay(bootstrap, files, instruments, speed))
+    except RecordingError as exc:
+        raise _fail(str(exc), 2) from None
+    console.print(f"replayed {count} frames onto {bootstrap}")
+
+
+async def _replay(
+    bootstrap: str,
+    files: list[Path],
+    instruments: dict[str, Sequence[Instrument]],
+    speed: float | None,
+) -> int:
+    from connectors.app import replay_files
+    from connectors.metrics import ConnectorMetrics
+    from connectors.sink import KafkaSink
+
+    registry = CollectorRegistry()
+    sink = KafkaSink(bootstrap, ConnectorMetrics.create(CollectorRegistry()))
+    await sink.start()
+    try:
+        with Progress(console=err, transient=True) as bar:
+            task = bar.add_task("replaying", total=None)
+
+            class _Advance:
+                def advance(self) -> None:
+                    bar.advance(task)
+
+            return await replay_files(files, instruments, sink, registry, speed, _Advance())
+    finally:
+        await sink.stop()
