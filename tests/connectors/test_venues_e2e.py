@@ -171,3 +171,32 @@ async def test_bybit_end_to_end(kafka_bootstrap: str) -> None:
     liqs = _without_recv(decoded["ticks.liquidation.v1"])
     assert liqs == [short, replace(short, liquidated_side="long"), short]
     _check_gap_and_deadletter(decoded, "bybit", t0, t1)
+
+
+async def test_binance_end_to_end(kafka_bootstrap: str) -> None:
+    from tests.connectors.binance_cases import BTC, BTC_LONG_LIQ, BTC_MARK_DOCS, ETH
+    from tests.connectors.fake_binance import FakeBinance
+
+    frames = [
+        fixture("binance_forceOrder_derived_combined.json"),
+        fixture("binance_forceOrder_derived_buy.json"),
+        fixture("binance_markPrice.json"),
+    ]
+    decoded, t0, t1 = await _run_venue(
+        kafka_bootstrap,
+        "binance",
+        FakeBinance(),
+        [BTC, ETH],
+        {"!forceOrder@arr", "!markPrice@arr@1s", "btcusdt@aggTrade"},
+        frames,
+        lambda out: len(out["ticks.liquidation.v1"]) >= 3 and len(out["ticks.funding.v1"]) >= 1,
+    )
+    liqs = _without_recv(decoded["ticks.liquidation.v1"])
+    btc_long = replace(BTC_LONG_LIQ, ts_recv_ns=0)
+    # o.S = BUY in the derived frame: a short was liquidated; everything else identical
+    assert liqs == [btc_long, replace(btc_long, liquidated_side="short"), btc_long]
+    prices = _without_recv(decoded["ticks.price.v1"])
+    mark, index, funding = (replace(e, ts_recv_ns=0) for e in BTC_MARK_DOCS)
+    assert prices == [mark, index]
+    assert _without_recv(decoded["ticks.funding.v1"]) == [funding]
+    _check_gap_and_deadletter(decoded, "binance", t0, t1)
