@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from deploy.kafka import broker
+from streams import cli_connect
 from streams.config import ConfigError, Settings, Universe, load_settings, load_universe
 from streams.topics import TOPICS, ensure_topics
 
@@ -210,6 +211,10 @@ def run() -> None:
                 console.print("embedded Kafka stopped")
             except broker.BrokerNotRunningError:
                 pass
+
+
+app.command("connect")(cli_connect.connect)
+app.command("replay")(cli_connect.replay)
 
 
 def main() -> None:

@@ -397,8 +397,8 @@ def start(
                 *base,
                 "kafka.tools.StorageTool",
                 "format",
-                "-t",
-                cluster_id,
+                # "=" form: a url-safe base64 id may start with "-" and read as an option
+                f"--cluster-id={cluster_id}",
                 "-c",
                 str(props),
                 "--ignore-formatted",
