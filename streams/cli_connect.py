@@ -15,7 +15,12 @@ from rich.console import Console
 from rich.progress import Progress
 
 from connectors.base import Instrument
-from connectors.markets import MarketsUnavailableError, instruments_for, load_markets
+from connectors.markets import (
+    MarketsUnavailableError,
+    fetch_markets,
+    instruments_for,
+    load_markets,
+)
 from connectors.record import RecordingError
 from streams.config import ConfigError, Settings, Universe, load_settings, load_universe
 
@@ -53,7 +58,11 @@ def resolve_instruments(
         if not universe.by_symbol(venue):
             continue
         markets = load_markets(
-            venue, settings.cache_dir, max_age_s=settings.markets_max_age_s, refresh=refresh
+            venue,
+            settings.cache_dir,
+            max_age_s=settings.markets_max_age_s,
+            refresh=refresh,
+            fetch=lambda v: fetch_markets(v, settings.rest_url(v)),
         )
         result[venue] = instruments_for(venue, markets, universe)
     return result

@@ -83,6 +83,16 @@ class Settings(BaseSettings):
     okx_ws_url: str | None = Field(
         default=None, description="OKX WebSocket base (default wss://ws.okx.com:8443)"
     )
+    binance_rest_url: str | None = Field(
+        default=None,
+        description="Binance USD-M REST base for ccxt (default https://fapi.binance.com)",
+    )
+    bybit_rest_url: str | None = Field(
+        default=None, description="Bybit REST base for ccxt (default https://api.bybit.com)"
+    )
+    okx_rest_url: str | None = Field(
+        default=None, description="OKX REST base for ccxt (default https://www.okx.com)"
+    )
     cache_dir: Path = Field(
         default=Path.home() / ".cache" / "firesale",
         description="cache of Kafka jars and venue market metadata",
@@ -122,6 +132,18 @@ class Settings(BaseSettings):
         if value is not None and not value.startswith(("ws://", "wss://")):
             raise ValueError(f"{value!r} is not a ws:// or wss:// URL")
         return value or None
+
+    @field_validator("binance_rest_url", "bybit_rest_url", "okx_rest_url")
+    @classmethod
+    def _check_rest_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"{value!r} is not an http:// or https:// URL")
+        return value or None
+
+    def rest_url(self, venue: str) -> str | None:
+        """The REST base URL override for ``venue`` (None = production)."""
+        url: str | None = getattr(self, f"{venue}_rest_url")
+        return url
 
     @property
     def venue_list(self) -> tuple[str, ...]:
