@@ -17,6 +17,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
+from connectors.backfill import Backfiller, GapFillRouter
 from connectors.base import ConnectionSpec, Instrument
 from connectors.metrics import ConnectorMetrics
 from connectors.record import FrameRecorder, read_recording
@@ -53,15 +54,25 @@ async def run_connect(
     registry: CollectorRegistry,
     record_dir: Path | None = None,
     sink: Sink | None = None,
+    backfill: Backfiller | None = None,
 ) -> None:
-    """Stream every venue in ``instruments`` until ``stop`` is set."""
+    """Stream every venue in ``instruments`` until ``stop`` is set.
+
+    With ``backfill``: its warm start (``lookback_bars`` of ``interval_s``) is published before
+    any connection opens, and every gap marker starts a background gap fill.
+    """
     metrics = ConnectorMetrics.create(registry)
     own_sink = sink is None
     kafka = KafkaSink(bootstrap, metrics) if sink is None else None
     if kafka is not None:
         await kafka.start()
     recorder = FrameRecorder(record_dir) if record_dir else None
-    router = FrameRouter(kafka or sink, metrics, recorder)  # type: ignore[arg-type]
+    out: Sink = kafka or sink  # type: ignore[assignment]
+    router = (
+        FrameRouter(out, metrics, recorder)
+        if backfill is None
+        else GapFillRouter(out, metrics, recorder, backfill)
+    )
     specs = [
         spec
         for venue, insts in instruments.items()
@@ -74,8 +85,16 @@ async def run_connect(
         ", ".join(f"{s.name} ({len(s.channels)} channels)" for s in specs),
     )
     try:
+        if backfill is not None:
+            if backfill.sink is None:
+                backfill.sink = out
+            now_ms = time.time_ns() // 1_000_000
+            n = await backfill.warm_start(backfill.lookback_bars, backfill.interval_s, now_ms)
+            log.info("warm start: %d backfilled price ticks", n)
         await run_connections(specs, router, metrics, stop)
     finally:
+        if isinstance(router, GapFillRouter):
+            await router.close()
         if recorder is not None:
             recorder.close()
         if own_sink and kafka is not None:

@@ -16,6 +16,7 @@ from rich.progress import Progress
 
 from connectors.base import Instrument
 from connectors.markets import (
+    Markets,
     MarketsUnavailableError,
     fetch_markets,
     instruments_for,
@@ -50,7 +51,11 @@ def _load(venues: str | None) -> tuple[Settings, Universe, tuple[str, ...]]:
 
 
 def resolve_instruments(
-    settings: Settings, universe: Universe, venues: Sequence[str], refresh: bool = False
+    settings: Settings,
+    universe: Universe,
+    venues: Sequence[str],
+    refresh: bool = False,
+    markets_out: dict[str, Markets] | None = None,
 ) -> dict[str, Sequence[Instrument]]:
     """Each venue's instruments for the universe, from cached ccxt market metadata."""
     result: dict[str, Sequence[Instrument]] = {}
@@ -65,6 +70,8 @@ def resolve_instruments(
             fetch=lambda v: fetch_markets(v, settings.rest_url(v)),
         )
         result[venue] = instruments_for(venue, markets, universe)
+        if markets_out is not None:
+            markets_out[venue] = markets
     return result
 
 
@@ -92,14 +99,22 @@ def connect(
     refresh_markets: Annotated[
         bool, typer.Option(help="refetch venue market metadata instead of using the cache")
     ] = False,
+    backfill: Annotated[
+        bool,
+        typer.Option(
+            help="publish recent candles (ccxt REST) at start-up and after gaps, so correlation "
+            "windows are warm at once"
+        ),
+    ] = True,
 ) -> None:
     """Run the live connectors: venue WebSockets → ticks.* topics on Kafka."""
     settings, universe, chosen = _load(venues)
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
+    markets: dict[str, Markets] = {}
     try:
-        instruments = resolve_instruments(settings, universe, chosen, refresh_markets)
+        instruments = resolve_instruments(settings, universe, chosen, refresh_markets, markets)
     except (MarketsUnavailableError, ValueError) as exc:
         raise _fail(str(exc)) from None
     bootstrap = _bootstrap(settings)
@@ -109,7 +124,9 @@ def connect(
         console.print(f"metrics on http://{settings.metrics_bind}:{settings.metrics_port}/metrics")
     summary = ", ".join(f"{v}: {len(i)} instruments" for v, i in instruments.items())
     console.print(f"connecting to {summary}; producing to {bootstrap}. Ctrl-C to stop.")
-    asyncio.run(_connect(bootstrap, instruments, settings, registry, record))
+    asyncio.run(
+        _connect(bootstrap, instruments, settings, registry, record, markets if backfill else None)
+    )
 
 
 async def _connect(
@@ -118,15 +135,33 @@ async def _connect(
     settings: Settings,
     registry: CollectorRegistry,
     record: Path | None,
+    markets: dict[str, Markets] | None,
 ) -> None:
     from connectors.app import run_connect
+    from connectors.backfill import Backfiller, make_exchange
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     urls = {v: settings.ws_url(v) for v in instruments}
-    await run_connect(bootstrap, instruments, urls, stop, registry, record_dir=record)
+    backfiller = None
+    if markets is not None:
+        exchanges = {v: make_exchange(v, markets[v], settings.rest_url(v)) for v in instruments}
+        backfiller = Backfiller(
+            exchanges,
+            instruments,
+            None,
+            interval_s=settings.bar_interval_s,
+            lookback_bars=settings.correlation_window_bars,
+        )
+    try:
+        await run_connect(
+            bootstrap, instruments, urls, stop, registry, record_dir=record, backfill=backfiller
+        )
+    finally:
+        if backfiller is not None:
+            await backfiller.close()
 
 
 def replay(

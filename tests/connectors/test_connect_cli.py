@@ -10,14 +10,16 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 
 from deploy.kafka.broker import free_port
-from streams.events import Liquidation, decode
+from streams.events import Liquidation, PriceTick, decode
 from streams.topics import ensure_topics
 from tests.connectors.fake_bybit import FakeBybit
+from tests.connectors.fake_rest import FakeRest, rows
 from tests.connectors.kafka_tail import Tail
 from tests.connectors.test_bybit_markets import ccxt_markets, raw_row
 
@@ -26,7 +28,7 @@ pytestmark = pytest.mark.kafka
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "exchanges"
 
 
-def _env(tmp_path: Path, bootstrap: str, ws_url: str) -> dict[str, str]:
+def _env(tmp_path: Path, bootstrap: str, ws_url: str, rest_url: str) -> dict[str, str]:
     universe = tmp_path / "universe.toml"
     universe.write_text(
         textwrap.dedent("""
@@ -45,6 +47,9 @@ def _env(tmp_path: Path, bootstrap: str, ws_url: str) -> dict[str, str]:
         "FIRESALE_UNIVERSE": str(universe),
         "FIRESALE_CACHE_DIR": str(cache),
         "FIRESALE_BYBIT_WS_URL": ws_url,
+        "FIRESALE_BYBIT_REST_URL": rest_url,
+        "FIRESALE_BAR_INTERVAL_S": "60",
+        "FIRESALE_CORRELATION_WINDOW_BARS": "5",
         "FIRESALE_METRICS_PORT": str(free_port()),
     }
 
@@ -55,8 +60,12 @@ async def test_connect_process_streams_records_and_stops_cleanly(
     await ensure_topics(kafka_bootstrap)
     fake = FakeBybit()
     url = await fake.start()
-    env = _env(tmp_path, kafka_bootstrap, url)
-    tail = Tail(kafka_bootstrap, ["ticks.liquidation.v1"])
+    # REST candles for the warm start: the last 8 closed minutes (5 are asked for)
+    now_min = time.time_ns() // 60_000_000_000 * 60_000
+    rest = FakeRest({"ROSEUSDT": rows(now_min - 8 * 60_000, [0.05 + k / 1000 for k in range(9)])})
+    rest_url = await rest.start()
+    env = _env(tmp_path, kafka_bootstrap, url, rest_url)
+    tail = Tail(kafka_bootstrap, ["ticks.liquidation.v1", "ticks.price.v1"])
     await tail.mark()
     record_dir = tmp_path / "rec"
     proc = subprocess.Popen(
@@ -67,13 +76,22 @@ async def test_connect_process_streams_records_and_stops_cleanly(
     try:
         await fake.wait_subscribed({"allLiquidation.ROSEUSDT", "tickers.ROSEUSDT"}, 60)
         await fake.broadcast((FIXTURES / "bybit_allLiquidation.json").read_text())
-        got = await tail.collect(lambda out: len(out["ticks.liquidation.v1"]) >= 1)
+        got = await tail.collect(
+            lambda out: len(out["ticks.liquidation.v1"]) >= 1 and len(out["ticks.price.v1"]) >= 5
+        )
         metrics = await asyncio.to_thread(_scrape, int(env["FIRESALE_METRICS_PORT"]))
     finally:
         proc.send_signal(signal.SIGTERM)
         out, _ = await asyncio.to_thread(proc.communicate, timeout=60)
         await fake.stop()
+        await rest.stop()
     assert proc.returncode == 0, out
+    warm = [decode(PriceTick, r.value) for r in got["ticks.price.v1"]]
+    warm = [t for t in warm if t.symbol == "ROSEUSDT" and t.kind == "trade"]
+    # 5 closed candles before start-up, each as a trade tick 1 ms before the candle's close
+    assert len(warm) == 5
+    assert [t.ts_event_ns % 60_000_000_000 for t in warm] == [59_999_000_000] * 5
+    assert all(0.05 <= t.price <= 0.059 for t in warm)
     assert "connecting to bybit: 1 instruments" in out
     (rec,) = got["ticks.liquidation.v1"]
     liq = decode(Liquidation, rec.value)

@@ -29,7 +29,9 @@ source = app.topic(
     key_serializer="raw",
     value_serializer="raw",
 )
-counts = app.Table("counts", default=int, partitions=1)
+# key -> {message id: amount}: idempotent under at-least-once redelivery (a message counted
+# twice after a rebalance overwrites its own entry), so the sums are exact.
+counts = app.Table("counts", default=dict, partitions=1)
 dump_path = Path(os.environ["COUNTER_DUMP"])
 
 
@@ -41,10 +43,12 @@ async def count(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
             # At-least-once: an old dump request may be delivered again after a restart, so
             # every request carries a token and the reply names it.
             tmp = dump_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"token": value[5:], "counts": dict(counts.items())}))
+            sums = {k: sum(v.values()) for k, v in counts.items()}
+            tmp.write_text(json.dumps({"token": value[5:], "counts": sums}))
             tmp.rename(dump_path)
         else:
-            counts[key] += int(value)
+            msg_id, amount = value.split(":")
+            counts[key] = {**counts[key], msg_id: int(amount)}
         yield None
 
 
