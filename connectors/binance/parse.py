@@ -48,11 +48,10 @@ import orjson
 
 from connectors.base import Instrument, ParseResult, Reject, TickEvent
 from connectors.fields import FieldError, ms_to_ns, number, positive, require, text
-from streams.events import Funding, Liquidation, PriceTick
+from connectors.frames import MAX_FRAME_BYTES, frame_too_large, liquidation
+from streams.events import Funding, PriceTick
 
 VENUE = "binance"
-MAX_FRAME_BYTES = 1 << 20
-"""Frames over 1 MiB are ``oversize`` (``!markPrice@arr``: ~700 symbols × ~200 B ≈ 0.14 MiB)."""
 DEFAULT_FUNDING_INTERVAL_HOURS = 8.0
 """Binance's default settlement cycle; symbols listed by ``/fapi/v1/fundingInfo`` differ."""
 MAX_ABS_FUNDING_RATE = 1.0
@@ -164,7 +163,7 @@ class BinanceParser:
         return result
 
     def _parse(self, raw: str | bytes, ts_recv_ns: int, result: ParseResult) -> None:
-        if _oversize(raw):
+        if frame_too_large(raw):
             detail = f"frame of more than {MAX_FRAME_BYTES} bytes"
             result.rejects.append(Reject("oversize", detail))
             return
@@ -271,25 +270,20 @@ class BinanceParser:
             ts_event_ns = ms_to_ns(order, "T")
         except FieldError as exc:
             raise FieldError(exc.reason, f"{symbol}: o.{exc.detail}") from None
-        qty_base = filled * inst.contract_size
-        notional_usd = qty_base * price
-        if not (math.isfinite(notional_usd) and notional_usd > 0):
-            raise FieldError("absurd_value", f"{symbol}: notional z*ap is {notional_usd:g}")
-        return [
-            Liquidation(
-                venue=VENUE,
-                symbol=symbol,
-                asset=inst.asset,
-                asset_class=inst.asset_class,
+        try:
+            event = liquidation(
+                inst,
                 ts_event_ns=ts_event_ns,
                 ts_recv_ns=ts_recv_ns,
                 liquidated_side=side,
+                qty_base=filled * inst.contract_size,
                 price=price,
-                qty_base=qty_base,
-                notional_usd=notional_usd,
                 completeness="sampled",
+                notional_label="z*ap",
             )
-        ]
+        except FieldError as exc:
+            raise FieldError(exc.reason, f"{symbol}: {exc.detail}") from None
+        return [event]
 
     def _mark_price(self, item: Mapping[str, Any], ts_recv_ns: int) -> list[TickEvent] | None:
         symbol, inst = self._lookup(item)
@@ -378,14 +372,3 @@ def _tick(
         price=price,
         kind=kind,
     )
-
-
-def _oversize(raw: str | bytes) -> bool:
-    """Whether the frame's UTF-8 size exceeds the limit (a str is encoded only when in doubt)."""
-    if isinstance(raw, bytes | bytearray | memoryview):
-        return len(raw) > MAX_FRAME_BYTES
-    if len(raw) > MAX_FRAME_BYTES:  # every character is at least one byte
-        return True
-    if 4 * len(raw) <= MAX_FRAME_BYTES:  # ... and at most four
-        return False
-    return len(raw.encode("utf-8", "surrogatepass")) > MAX_FRAME_BYTES

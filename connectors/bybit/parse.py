@@ -49,10 +49,10 @@ from connectors.base import (
     instruments_by_symbol,
 )
 from connectors.fields import FieldError, ms_to_ns, number, positive, text
+from connectors.frames import MAX_FRAME_BYTES, frame_too_large, liquidation
 from streams.events import Funding, Liquidation, PriceTick
 
 VENUE = "bybit"
-MAX_FRAME_BYTES = 1 << 20
 BUG_PREFIX = "parser bug: "  # detail prefix of the never-expected safety net (tests assert on it)
 
 _POSITION_SIDE: dict[str, Literal["long", "short"]] = {"Buy": "long", "Sell": "short"}
@@ -152,7 +152,7 @@ class BybitParser:
     # -- framing -----------------------------------------------------------------------------
 
     def _parse(self, raw: str | bytes, ts_recv_ns: int, result: ParseResult) -> None:
-        if _size_bytes(raw) > MAX_FRAME_BYTES:
+        if frame_too_large(raw):
             result.rejects.append(
                 Reject("oversize", f"frame exceeds {MAX_FRAME_BYTES} bytes (1 MiB)")
             )
@@ -262,21 +262,15 @@ class BybitParser:
         qty_base = positive(item, size_key) * instrument.contract_size
         price = positive(item, price_key)
         ts_event_ns = _ms(item, time_key)
-        notional_usd = qty_base * price
-        if not (math.isfinite(notional_usd) and notional_usd > 0):
-            raise FieldError("absurd_value", f"{size_key} × {price_key} = {notional_usd:g}")
-        return Liquidation(
-            venue=VENUE,
-            symbol=symbol,
-            asset=instrument.asset,
-            asset_class=instrument.asset_class,
+        return liquidation(
+            instrument,
             ts_event_ns=ts_event_ns,
             ts_recv_ns=ts_recv_ns,
             liquidated_side=side,
-            price=price,
             qty_base=qty_base,
-            notional_usd=notional_usd,
+            price=price,
             completeness=completeness,
+            notional_label=f"{size_key} × {price_key}",
         )
 
     # -- tickers -----------------------------------------------------------------------------
@@ -401,10 +395,3 @@ def _control(msg: dict[str, Any], res: ParseResult) -> None:
     else:
         detail = f"op {op!s:.20} reply without a boolean success"
         res.rejects.append(Reject("unknown_message", detail, "control"))
-
-
-def _size_bytes(raw: str | bytes) -> int:
-    """Frame size in bytes (UTF-8 for text; encoded only when the length alone cannot decide)."""
-    if isinstance(raw, bytes) or len(raw) * 4 <= MAX_FRAME_BYTES:
-        return len(raw)
-    return len(raw.encode("utf-8", "surrogatepass"))

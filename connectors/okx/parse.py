@@ -28,10 +28,10 @@ import orjson
 
 from connectors.base import Instrument, ParseResult, Reject, TickEvent, instruments_by_symbol
 from connectors.fields import FieldError, ms_to_ns, number, positive, require, text
+from connectors.frames import MAX_FRAME_BYTES, finite_positive, frame_too_large, liquidation
 from streams.events import Funding, Liquidation, PriceTick
 
 VENUE = "okx"
-MAX_FRAME_BYTES = 1 << 20  # 1 MiB: far above any OKX push; bigger frames are refused unread
 _NS_PER_HOUR = 3_600_000_000_000
 
 _ACK_EVENTS = frozenset({"subscribe", "unsubscribe"})
@@ -123,7 +123,7 @@ class OkxParser:
         return result
 
     def _parse(self, raw: str | bytes, ts_recv_ns: int, result: ParseResult) -> None:
-        if _oversize(raw):
+        if frame_too_large(raw):
             result.rejects.append(Reject("oversize", f"frame over {MAX_FRAME_BYTES} bytes"))
             return
         if raw == "pong" or raw == b"pong":
@@ -287,20 +287,16 @@ def _liquidation(detail: Any, instrument: Instrument, ts_recv_ns: int) -> Liquid
         raise FieldError("bad_type", f"posSide must be long, short or net, got {pos_side!r:.30}")
     contracts = positive(detail, "sz")
     price = positive(detail, "bkPx")
-    qty_base = _finite_positive("qty_base (sz × ctVal)", contracts * instrument.contract_size)
-    notional = _finite_positive("notional_usd (qty_base × bkPx)", qty_base * price)
-    return Liquidation(
-        venue=VENUE,
-        symbol=instrument.symbol,
-        asset=instrument.asset,
-        asset_class=instrument.asset_class,
+    qty_base = finite_positive("qty_base (sz × ctVal)", contracts * instrument.contract_size)
+    return liquidation(
+        instrument,
         ts_event_ns=ms_to_ns(detail, "ts"),
         ts_recv_ns=ts_recv_ns,
         liquidated_side=liquidated,
-        price=price,
         qty_base=qty_base,
-        notional_usd=notional,
+        price=price,
         completeness="sampled",
+        notional_label="(qty_base × bkPx)",
     )
 
 
@@ -323,24 +319,9 @@ def _tick(
     )
 
 
-def _finite_positive(name: str, value: float) -> float:
-    """``value`` (a product of positives) unless it overflowed to inf or underflowed to 0."""
-    if not math.isfinite(value) or value <= 0:
-        raise FieldError("absurd_value", f"{name} is {value:g}, must be a finite number > 0")
-    return value
-
-
 def _channel_name(arg: Any) -> str:
     if isinstance(arg, Mapping):
         channel = arg.get("channel")
         if isinstance(channel, str) and channel:
             return channel
     return "unknown"
-
-
-def _oversize(raw: str | bytes) -> bool:
-    if len(raw) > MAX_FRAME_BYTES:
-        return True
-    if isinstance(raw, str) and len(raw) * 4 > MAX_FRAME_BYTES:
-        return len(raw.encode("utf-8", "surrogatepass")) > MAX_FRAME_BYTES
-    return False
