@@ -125,6 +125,13 @@ class ConnectionSpec:
     subscribe_ack_expected: int = 0
 
 
+class MarketError(ValueError):
+    """A universe symbol has no usable market on a venue; the message names it and what to do.
+
+    Each venue's ``markets`` module raises a subclass of this one error.
+    """
+
+
 def instruments_by_symbol(instruments: Sequence[Instrument]) -> Mapping[str, Instrument]:
     """Index instruments by the venue's own symbol."""
     return {i.symbol: i for i in instruments}

@@ -24,11 +24,12 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from connectors.base import Instrument
+from connectors.base import MarketError as BaseMarketError
 from connectors.binance.parse import DEFAULT_FUNDING_INTERVAL_HOURS, VENUE
 from streams.config import Universe
 
 
-class MarketError(ValueError):
+class MarketError(BaseMarketError):
     """A universe symbol is not a usable Binance USD-M market; the message names it."""
 
 

@@ -15,13 +15,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from connectors.base import Instrument
+from connectors.base import MarketError as BaseMarketError
 from connectors.bybit.parse import VENUE
 from streams.config import ConfigError, Universe
 
 DEFAULT_FUNDING_INTERVAL_HOURS = 8.0  # Bybit's standard cycle, used when info has no interval
 
 
-class BybitMarketError(ConfigError):
+class BybitMarketError(BaseMarketError, ConfigError):
     """A universe symbol is not a Bybit linear market, or its metadata is unusable."""
 
 

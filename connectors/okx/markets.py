@@ -32,6 +32,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from connectors.base import Instrument
+from connectors.base import MarketError as BaseMarketError
 from streams.config import Universe
 
 VENUE = "okx"
@@ -39,7 +40,7 @@ DEFAULT_FUNDING_INTERVAL_HOURS = 8.0
 CRYPTO_CATEGORY = "1"  # info['instCategory']: 1 crypto, 3 stocks, 4 commodities
 
 
-class MarketError(ValueError):
+class MarketError(BaseMarketError):
     """A universe symbol has no usable OKX instrument; the message names it and what to do."""
 
 
