@@ -37,8 +37,9 @@ pytest: install kafka-jars
 kafka-jars: install            ## fetch the Kafka broker jars once (cached in ~/.cache/firesale)
 	$(BIN)/python -c "from deploy.kafka.broker import resolve_jars; print('kafka jars:', resolve_jars())"
 
-bench: install                 ## correlation engine vs pandas and np.corrcoef, same run
+bench: install                 ## benchmarks with their baselines measured in the same run
 	$(BIN)/python -m bench.correlation
+	$(BIN)/python -m bench.connectors
 
 schemas: install               ## regenerate streams/schemas/*.json from the event types
 	$(BIN)/python -m streams.events_schemas

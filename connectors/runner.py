@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from connectors.base import ConnectionSpec, ParseResult
 from connectors.metrics import ConnectorMetrics
@@ -57,6 +57,7 @@ class FrameRouter:
         self.sink = sink
         self.metrics = metrics
         self.recorder = recorder
+        self._ticks: dict[tuple[str, type], Any] = {}  # labelled counters, looked up once
 
     async def on_frame(
         self, spec: ConnectionSpec, raw: str | bytes, ts_recv_ns: int, result: ParseResult
@@ -66,7 +67,12 @@ class FrameRouter:
             self.recorder.write(spec.name, ts_recv_ns, raw)
         for event in result.events:
             kind = type(event)
-            self.metrics.ticks.labels(spec.venue, KIND_OF[kind]).inc()
+            counter = self._ticks.get((spec.venue, kind))
+            if counter is None:
+                counter = self._ticks[spec.venue, kind] = self.metrics.ticks.labels(
+                    spec.venue, KIND_OF[kind]
+                )
+            counter.inc()
             key = f"{event.venue}:{event.symbol}".encode()
             await self.sink.put(TOPIC_OF[kind], key, encode(event))
         if result.filtered:

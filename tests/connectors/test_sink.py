@@ -111,3 +111,16 @@ async def test_broker_down_20s_mid_stream_loses_nothing(tmp_path: Path) -> None:
         f"outage: delivered={sink.delivered} duplicates={duplicates} "
         f"maybe_delivered={sink.maybe_delivered}"
     )
+
+
+def test_cached_partitioner_maps_keys_like_kafkas_default() -> None:
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from connectors.sink import KeyHashPartitioner
+
+    default, cached = DefaultPartitioner(), KeyHashPartitioner(max_keys=50)
+    keys = [f"venue{v}:SYM{s}USDT".encode() for v in range(4) for s in range(40)]
+    for n in (1, 2, 3, 6, 12):
+        parts = list(range(n))
+        for key in keys + keys:  # the second pass reads the cache (and overflows it once)
+            assert cached(key, parts, parts) == default(key, parts, parts)
