@@ -8,112 +8,32 @@ never 0 and never ±1 garbage.
 from __future__ import annotations
 
 import math
-from typing import Final
 
 import numpy as np
 from numpy.typing import NDArray
 
+from signals._corrsums import (
+    COND_MIN,
+    FLAT_REL_TOL,
+    FloatArray,
+    IntArray,
+    _as_panel,
+    _block,
+    _check_returns,
+    _finish,
+    _two_pass,
+)
 from signals.errors import InvalidInputError
+from signals.ewcorr import EWCorrelation, ew_correlation
 
-FloatArray = NDArray[np.float64]
-IntArray = NDArray[np.int64]
-
-#: A pair is "flat" (undefined) when an asset's sum of squared deviations over the pair's bars is
-#: at most ``FLAT_REL_TOL * n_obs * scale``, scale being the largest squared return that went
-#: through the sums since they were last recomputed (EW: the EW mean of squared returns).
-FLAT_REL_TOL: Final = 1e-10
-#: Raw sums give Σ(x − x̄)² with a relative error of about ε·Σx²/Σ(x − x̄)². Pairs where that
-#: ratio Σ(x − x̄)²/Σx² is below ``COND_MIN`` (nearly constant values, e.g. a window of 2)
-#: are recomputed two-pass from the ring buffer, so every value stays within ~1e-12 of pandas.
-COND_MIN: Final = 1e-3
-
-
-def _check_returns(returns: FloatArray, n_assets: int) -> tuple[FloatArray, bool]:
-    """The returns as float64 (n_assets,), and whether any is missing (NaN)."""
-    try:
-        arr = np.asarray(returns, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInputError(f"returns are not numeric ({exc}): pass float log returns") from exc
-    if arr.shape != (n_assets,):
-        raise InvalidInputError(
-            f"returns have shape {arr.shape}: expected ({n_assets},), one log return per asset "
-            "(NaN where the asset has no return this bar)"
-        )
-    if np.isfinite(arr).all():
-        return arr, False
-    if np.isinf(arr).any():
-        bad = np.flatnonzero(np.isinf(arr)).tolist()
-        raise InvalidInputError(
-            f"returns at asset index {bad} are infinite: pass finite log returns, "
-            "or NaN where an asset has no return this bar"
-        )
-    return arr, True
-
-
-def _block(
-    n: FloatArray,
-    sx: FloatArray,
-    sxx: FloatArray,
-    sxy: FloatArray,
-    scale_x: FloatArray,
-    min_periods: int,
-    cov: bool,
-    y: tuple[FloatArray, FloatArray, FloatArray] | None = None,
-) -> tuple[FloatArray, NDArray[np.bool_]]:
-    """Correlation (or covariance, ddof = 1) and ill-conditioned mask from raw sums.
-
-    For the pairs (i, j): n = common bars, sx = Σ xᵢ, sxx = Σ xᵢ², sxy = Σ xᵢxⱼ over those
-    bars, scale_x = flat-test scale of asset i; y = (Σ xⱼ, Σ xⱼ², scale of j), or None for a
-    full symmetric matrix (then they are the transposes). Arrays broadcast to sxy's shape.
-    """
-    with np.errstate(divide="ignore", invalid="ignore"):
-        n = np.where(n < min_periods, np.nan, n)  # too few bars: NaN flows through
-        vx = sxx - (sx * sx) / n  # Σ(xᵢ − x̄ᵢ)²
-        flat_x = vx <= FLAT_REL_TOL * n * scale_x
-        ill_x = vx < COND_MIN * sxx
-        if y is None:
-            sy, vy, flat_y, ill_y = sx.T, vx.T, flat_x.T, ill_x.T
-        else:
-            sy, syy, scale_y = y
-            vy = syy - (sy * sy) / n
-            flat_y, ill_y = vy <= FLAT_REL_TOL * n * scale_y, vy < COND_MIN * syy
-        flat = flat_x | flat_y
-        cxy = sxy - (sx * sy) / n  # Σ(xᵢ − x̄ᵢ)(xⱼ − x̄ⱼ)
-        if cov:
-            out = np.where(flat, 0.0, cxy / (n - 1.0))
-        else:
-            out = cxy / np.sqrt(vx * vy)
-            out[flat] = np.nan
-    return out, (ill_x | ill_y) & ~flat
-
-
-def _two_pass(
-    x: FloatArray,
-    present: NDArray[np.bool_],
-    i: IntArray,
-    j: IntArray,
-    scale: FloatArray,
-    min_periods: int,
-) -> tuple[FloatArray, FloatArray]:
-    """Correlation and covariance of the pairs (i[p], j[p]) of the bars x (T, N), two-pass."""
-    m = present[:, i] & present[:, j]
-    n = m.sum(axis=0).astype(np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        xi, xj = np.where(m, x[:, i], 0.0), np.where(m, x[:, j], 0.0)
-        di = np.where(m, xi - xi.sum(axis=0) / n, 0.0)
-        dj = np.where(m, xj - xj.sum(axis=0) / n, 0.0)
-        cxy, vx, vy = (di * dj).sum(axis=0), (di * di).sum(axis=0), (dj * dj).sum(axis=0)
-        flat = (vx <= FLAT_REL_TOL * n * scale[i]) | (vy <= FLAT_REL_TOL * n * scale[j])
-        few = n < min_periods
-        corr = np.where(flat | few, np.nan, cxy / np.sqrt(vx * vy))
-        cov = np.where(few, np.nan, np.where(flat, 0.0, cxy / (n - 1.0)))
-    return corr, cov
-
-
-def _finish(corr: FloatArray) -> FloatArray:
-    np.clip(corr, -1.0, 1.0, out=corr)
-    np.fill_diagonal(corr, np.where(np.isnan(np.diagonal(corr)), np.nan, 1.0))
-    return corr
+__all__ = [
+    "COND_MIN",
+    "FLAT_REL_TOL",
+    "EWCorrelation",
+    "RollingCorrelation",
+    "ew_correlation",
+    "rolling_correlation",
+]
 
 
 class RollingCorrelation:
@@ -362,121 +282,6 @@ class RollingCorrelation:
         return np.rint(n).astype(np.int64)
 
 
-class EWCorrelation:
-    """Exponentially weighted correlation matrix, O(N²) per bar, NaN-aware.
-
-    Parameters
-    ----------
-    n_assets : int
-        Number of assets N.
-    half_life_bars : float
-        Half-life h in bars (> 0); α = 1 − 2^(−1/h).
-    min_bars : int or None
-        Fewest common observations for a pair to be defined. Default ``max(3, ceil(2h))``:
-        after 2h bars the zero start of the covariance weighs (1 − α)^2h = 1/4.
-
-    Notes
-    -----
-    Finch (2009), "Incremental calculation of weighted mean and variance", in vector form:
-    d = r − μ; μ ← μ + αd; C ← (1 − α)(C + α d dᵀ) (pandas ``ewm(alpha, adjust=False)``
-    with ``bias=True``). An asset's mean starts at its first return, its covariances at 0.
-    Missing values: an asset without a return this bar keeps its mean, variance and all its
-    covariances untouched (its clock stops; no decay), and the update runs on the sub-matrix of
-    the present assets. So C may be slightly non-PSD after gaps; correlations are clipped to
-    [-1, 1]. This differs from pandas' pairwise ``ewm().corr()`` (pair-specific means, decay
-    during gaps) only when values are missing. NaN where the pair has fewer than ``min_bars``
-    common bars or either variance Cᵢᵢ <= ``FLAT_REL_TOL`` × the EW mean of rᵢ².
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> ew = EWCorrelation(n_assets=2, half_life_bars=2.0, min_bars=3)
-    >>> for r in ([0.01, 0.02], [-0.02, -0.01], [0.03, 0.01], [np.nan, 0.02]):
-    ...     ew.update(np.array(r))
-    >>> np.round(ew.get(), 4).tolist()
-    [[1.0, 0.6796], [0.6796, 1.0]]
-    """
-
-    def __init__(self, n_assets: int, half_life_bars: float, min_bars: int | None = None) -> None:
-        if n_assets < 1:
-            raise InvalidInputError(f"n_assets is {n_assets}: need at least one asset")
-        if not (math.isfinite(half_life_bars) and half_life_bars > 0):
-            raise InvalidInputError(f"half_life_bars is {half_life_bars}: must be finite and > 0")
-        if min_bars is None:
-            min_bars = max(3, math.ceil(2.0 * half_life_bars))
-        if min_bars < 2:
-            raise InvalidInputError(f"min_bars is {min_bars}: a correlation needs >= 2 bars")
-        self._n, self._min_bars = n_assets, min_bars
-        self._alpha = 1.0 - math.pow(2.0, -1.0 / half_life_bars)
-        self._mean = np.zeros(n_assets)
-        self._msq = np.zeros(n_assets)  # EW mean of r², the scale of the flat test
-        self._cov = np.zeros((n_assets, n_assets))
-        self._n_pair = np.zeros((n_assets, n_assets), dtype=np.int64)
-        self._started = np.zeros(n_assets, dtype=bool)
-        self._all_started = False
-        self._bars_seen = 0
-
-    @property
-    def alpha(self) -> float:
-        """Smoothing factor α = 1 − 2^(−1/h)."""
-        return self._alpha
-
-    @property
-    def bars_seen(self) -> int:
-        """Number of bars passed to :meth:`update`."""
-        return self._bars_seen
-
-    def update(self, returns: FloatArray) -> None:
-        """Add one bar of log returns, shape (n_assets,); NaN = no return for that asset."""
-        r = _check_returns(returns, self._n)[0]
-        a = self._alpha
-        self._bars_seen += 1
-        present = ~np.isnan(r)
-        if self._all_started and present.all():
-            d = r - self._mean
-            self._mean += a * d
-            self._msq += a * (r * r - self._msq)
-            self._cov += a * np.outer(d, d)
-            self._cov *= 1.0 - a
-            self._n_pair += 1
-            return
-        new = present & ~self._started
-        self._mean[new] = r[new]
-        self._msq[new] = r[new] ** 2
-        self._started |= new
-        self._all_started = bool(self._started.all())
-        idx = np.flatnonzero(present)
-        ix = np.ix_(idx, idx)
-        d = r[idx] - self._mean[idx]
-        self._mean[idx] += a * d
-        self._msq[idx] += a * (r[idx] ** 2 - self._msq[idx])
-        self._cov[ix] = (1.0 - a) * (self._cov[ix] + a * np.outer(d, d))
-        self._n_pair[ix] += 1
-
-    def get(self) -> FloatArray:
-        """EW correlation matrix (N, N); NaN where undefined."""
-        var = np.diagonal(self._cov)
-        flat = var <= FLAT_REL_TOL * self._msq
-        with np.errstate(divide="ignore", invalid="ignore"):
-            inv_sd = np.where(flat, np.nan, 1.0 / np.sqrt(var))
-        corr: FloatArray = self._cov * np.outer(inv_sd, inv_sd)
-        np.copyto(corr, np.nan, where=self._n_pair < self._min_bars)
-        return _finish(corr)
-
-    def covariance(self) -> FloatArray:
-        """EW covariance (Finch, bias=True) (N, N); NaN where fewer than ``min_bars`` bars."""
-        return np.where(self._n_pair < self._min_bars, np.nan, self._cov)
-
-
-def _as_panel(returns: FloatArray) -> FloatArray:
-    arr = np.asarray(returns, dtype=np.float64)
-    if arr.ndim != 2:
-        raise InvalidInputError(f"returns have shape {arr.shape}: expected (T, n_assets)")
-    if np.isinf(arr).any():
-        raise InvalidInputError("returns contain ±inf: pass finite log returns, NaN if missing")
-    return arr
-
-
 def rolling_correlation(
     returns: FloatArray, window_bars: int, min_periods: int | None = None
 ) -> FloatArray:
@@ -523,25 +328,4 @@ def rolling_correlation(
         i, j = np.nonzero(ill)
         corr[i, j] = _two_pass(xw, present[lo : t + 1], i, j, sc, minp)[0]
         out[t] = _finish(corr)
-    return out
-
-
-def ew_correlation(
-    returns: FloatArray, half_life_bars: float, min_bars: int | None = None
-) -> FloatArray:
-    """EW correlation matrix after every bar, shape (T, N, N) (runs :class:`EWCorrelation`).
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> r = np.array([[0.01, 0.02], [-0.02, -0.01], [0.03, 0.01], [np.nan, 0.02]])
-    >>> np.round(ew_correlation(r, half_life_bars=2.0, min_bars=3)[-1, 0, 1], 4)
-    np.float64(0.6796)
-    """
-    arr = _as_panel(returns)
-    ew = EWCorrelation(arr.shape[1], half_life_bars, min_bars)
-    out = np.empty((arr.shape[0], arr.shape[1], arr.shape[1]))
-    for t, row in enumerate(arr):
-        ew.update(row)
-        out[t] = ew.get()
     return out
