@@ -25,10 +25,12 @@ from streams.config import Universe
 log = logging.getLogger("firesale.connectors")
 
 CCXT_CLASS = {"binance": "binanceusdm", "bybit": "bybit", "okx": "okx"}
+# Only the market types the connectors use: fewer REST calls and a smaller cache (ccxt would
+# otherwise also list spot and options).
 CCXT_OPTIONS: dict[str, dict[str, Any]] = {
     "binance": {},
-    "bybit": {"options": {"defaultType": "swap"}},
-    "okx": {"options": {"defaultType": "swap"}},
+    "bybit": {"options": {"defaultType": "swap", "fetchMarkets": {"types": ["linear"]}}},
+    "okx": {"options": {"defaultType": "swap", "fetchMarkets": {"types": ["swap"]}}},
 }
 
 Markets = Mapping[str, Mapping[str, Any]]

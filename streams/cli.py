@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import signal
-import threading
+import logging
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, cast
 
 import typer
 from rich.console import Console
@@ -177,19 +176,23 @@ def config_show() -> None:
 
 @app.command("run")
 def run() -> None:
-    """Run the service: Kafka (embedded unless FIRESALE_KAFKA_BOOTSTRAP is set) and its topics.
+    """Run the service: Kafka (embedded unless FIRESALE_KAFKA_BOOTSTRAP is set), its topics and
+    the live connectors of every reachable venue.
 
-    Connectors and stream workers join this command as they land (see README, "Status").
-    Stops cleanly on Ctrl-C or SIGTERM.
+    Stream workers join this command with the pipeline (see README, "Status"). Stops cleanly
+    on Ctrl-C or SIGTERM, and the embedded broker with it.
     """
+    from streams.service import run_service
+
     settings = _settings()
     universe = _universe(settings)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
     embedded = settings.kafka_bootstrap is None
     try:
         if embedded:
+            console.print(f"starting the embedded Kafka in {settings.kafka_home} ...")
             info = broker.start(settings.kafka_home, settings.kafka_port or None, detach=False)
             bootstrap = info.bootstrap
             console.print(f"embedded Kafka {info.kafka_version} on {bootstrap} (pid {info.pid})")
@@ -198,10 +201,10 @@ def run() -> None:
         for rep in asyncio.run(ensure_topics(bootstrap)):
             console.print(f"topic {rep.name}: {rep.action} {rep.detail}", highlight=False)
         console.print(
-            f"firesale ready on {bootstrap}: {len(universe.assets)} assets in "
-            f"{len(universe.classes)} classes ({', '.join(universe.classes)}). Ctrl-C to stop."
+            f"universe: {len(universe.assets)} assets in {len(universe.classes)} classes "
+            f"({', '.join(universe.classes)})"
         )
-        stop.wait()
+        asyncio.run(run_service(settings, universe, bootstrap, console.print))
     except broker.KafkaLauncherError as exc:
         raise _fail(str(exc)) from None
     finally:
@@ -215,6 +218,50 @@ def run() -> None:
 
 app.command("connect")(cli_connect.connect)
 app.command("replay")(cli_connect.replay)
+
+
+@app.command("backtest")
+def backtest(
+    bars: Annotated[Path, typer.Option("--bars", help="BARS.csv: ts,asset,asset_class,close")],
+    out: Annotated[Path, typer.Option("--out", help="output directory (created)")],
+    liquidations: Annotated[
+        Path | None, typer.Option("--liquidations", help="LIQ.csv: ts,asset,side,notional_usd")
+    ] = None,
+    funding: Annotated[
+        Path | None, typer.Option("--funding", help="FUND.csv: ts,asset,rate_annualized")
+    ] = None,
+    interval: Annotated[
+        str | None, typer.Option(help="bar interval (5m, 1h, 1d...); default: median spacing")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="universe TOML: its asset classes override the CSV's")
+    ] = None,
+    liq_bucket: Annotated[
+        str, typer.Option(help="LIQ rows are: auto | none (events) | a bucket length (4h)")
+    ] = "auto",
+    calendar: Annotated[
+        str, typer.Option(help="auto | union (every bar) | common (bars where all classes trade)")
+    ] = "auto",
+) -> None:
+    """Run the detector over history CSVs, no Kafka: OUT/signals.jsonl, bars.jsonl, report.html.
+
+    Formats and decisions: README, "Backtest". Malformed input exits with code 2.
+    """
+    from streams import backtest as bt
+
+    if calendar not in ("auto", "union", "common"):
+        raise _fail(f"--calendar {calendar!r}: use auto, union or common", 2)
+    try:
+        result = bt.run_backtest(
+            bars, out, liquidations, funding, interval, config, liq_bucket,
+            cast(bt.Calendar, calendar), progress=True,
+        )  # fmt: skip
+    except bt.BacktestError as exc:
+        raise _fail(str(exc), 2) from None
+    for line in bt.summary_lines(result):
+        console.print(line, highlight=False, markup=False)
+    written = ", ".join(str(out / n) for n in ("signals.jsonl", "bars.jsonl", "report.html"))
+    console.print(f"wrote {written}", highlight=False, markup=False)
 
 
 def main() -> None:

@@ -1,0 +1,121 @@
+"""`firesale run` as a user runs it: embedded Kafka, topics, connectors; clean stop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from deploy.kafka import broker
+from streams.events import Liquidation, decode
+from tests.connectors.fake_bybit import FakeBybit
+from tests.connectors.kafka_tail import Tail
+from tests.connectors.test_bybit_markets import ccxt_markets, raw_row
+
+pytestmark = pytest.mark.kafka
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "exchanges"
+
+
+def _start(env: dict[str, str], log: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "streams", "run"],
+        env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+
+async def _wait_for(log: Path, text: str, proc: subprocess.Popen[str], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while text not in log.read_text():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"never saw {text!r}; output:\n{log.read_text()[-3000:]}")
+        await asyncio.sleep(0.2)
+
+
+def _stop(proc: subprocess.Popen[str], home: Path) -> None:
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
+    assert broker.read_pid_file(home) is None  # the embedded broker was stopped and forgotten
+
+
+async def test_run_offline_keeps_kafka_up_says_why_and_stops_cleanly(tmp_path: Path) -> None:
+    closed = f"http://127.0.0.1:{broker.free_port()}"  # nothing listens: REST unreachable
+    env = {
+        **os.environ,
+        "FIRESALE_KAFKA_HOME": str(tmp_path / "kafka"),
+        "FIRESALE_KAFKA_PORT": "0",
+        "FIRESALE_CACHE_DIR": str(tmp_path / "cache"),
+        "FIRESALE_METRICS_PORT": "0",
+        "FIRESALE_BINANCE_REST_URL": closed,
+        "FIRESALE_BYBIT_REST_URL": closed,
+        "FIRESALE_OKX_REST_URL": closed,
+    }
+    env.pop("FIRESALE_KAFKA_BOOTSTRAP", None)
+    log = tmp_path / "run.log"
+    proc = _start(env, log)
+    try:
+        await _wait_for(log, "no exchange could be reached", proc, 120)
+    finally:
+        _stop(proc, tmp_path / "kafka")
+    out = log.read_text()
+    assert "topic ticks.liquidation.v1: created" in out
+    assert "universe: 7 assets in 3 classes (crypto, equity, metal)" in out
+    for venue in ("binance", "bybit", "okx"):
+        assert f"{venue}: left out — {venue}: cannot load markets" in out
+    assert "embedded Kafka stopped" in out
+
+
+async def test_run_streams_a_reachable_venue_onto_the_embedded_broker(tmp_path: Path) -> None:
+    fake = FakeBybit()
+    ws_url = await fake.start()
+    universe = tmp_path / "universe.toml"
+    universe.write_text(
+        textwrap.dedent("""
+        [assets.ROSE]
+        class = "crypto"
+        symbols = { bybit = "ROSEUSDT" }
+        """)
+    )
+    cache = tmp_path / "cache"
+    (cache / "markets").mkdir(parents=True)
+    markets = ccxt_markets([raw_row("ROSEUSDT", "ROSE")])
+    (cache / "markets" / "bybit.json").write_text(json.dumps(markets, default=str))
+    port = broker.free_port()
+    env = {
+        **os.environ,
+        "FIRESALE_KAFKA_HOME": str(tmp_path / "kafka"),
+        "FIRESALE_KAFKA_PORT": str(port),
+        "FIRESALE_CACHE_DIR": str(cache),
+        "FIRESALE_UNIVERSE": str(universe),
+        "FIRESALE_VENUES": "bybit",
+        "FIRESALE_BYBIT_WS_URL": ws_url,
+        "FIRESALE_BYBIT_REST_URL": f"http://127.0.0.1:{broker.free_port()}",
+        "FIRESALE_METRICS_PORT": "0",
+    }
+    env.pop("FIRESALE_KAFKA_BOOTSTRAP", None)
+    log = tmp_path / "run.log"
+    proc = _start(env, log)
+    try:
+        await _wait_for(log, "streaming bybit (1 instruments)", proc, 120)
+        tail = Tail(f"127.0.0.1:{port}", ["ticks.liquidation.v1"])
+        await tail.mark()
+        await fake.wait_subscribed({"allLiquidation.ROSEUSDT"}, 60)
+        await fake.broadcast((FIXTURES / "bybit_allLiquidation_derived_buy.json").read_text())
+        got = await tail.collect(lambda out: bool(out["ticks.liquidation.v1"]))
+    finally:
+        _stop(proc, tmp_path / "kafka")
+        await fake.stop()
+    (rec,) = got["ticks.liquidation.v1"]
+    liq = decode(Liquidation, rec.value)
+    assert (liq.venue, liq.symbol, liq.liquidated_side, liq.completeness) == (
+        "bybit", "ROSEUSDT", "long", "complete",
+    )  # fmt: skip
+    assert liq.notional_usd == pytest.approx(20_000 * 0.04499, rel=1e-12)
