@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from deploy.kafka import broker
-from streams import cli_connect
+from streams import cli_connect, cli_worker
 from streams.config import ConfigError, Settings, Universe, load_settings, load_universe
 from streams.topics import TOPICS, ensure_topics
 
@@ -218,6 +218,7 @@ def run() -> None:
 
 app.command("connect")(cli_connect.connect)
 app.command("replay")(cli_connect.replay)
+app.command("worker")(cli_worker.worker)
 
 
 @app.command("backtest")

@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     universe: Path | None = Field(
         default=None, description="TOML universe file; unset = the packaged default universe"
     )
+    app_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")] = Field(
+        default="firesale",
+        description="stream workers' consumer group (two pipelines on one cluster need two ids)",
+    )
     bar_interval_s: Annotated[int, Field(ge=1, le=300)] = Field(
         default=60, description="bar grid in seconds (1..300)"
     )

@@ -30,6 +30,7 @@ class PipelineMetrics:
     last_signal: Gauge
     bar_lag: Histogram
     bars: Counter
+    time_jumps: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> PipelineMetrics:
@@ -99,6 +100,11 @@ class PipelineMetrics:
             bars=Counter(
                 "firesale_bars",
                 "Cross-sections processed by the market detector.",
+                registry=registry,
+            ),
+            time_jumps=Counter(
+                "firesale_event_time_jumps",
+                "Times event time leapt hours ahead and the bar grid was restarted.",
                 registry=registry,
             ),
         )

@@ -80,6 +80,7 @@ class Pipeline:
         params: DetectorParams | None = None,
         grace_s: float = 2.0,
         idle_timeout_s: float | None = 10.0,
+        max_jump_s: float = 6 * 3600,
     ) -> None:
         self.universe = universe
         self.interval_s = interval_s
@@ -102,17 +103,42 @@ class Pipeline:
         )
         self.gaps = _Gaps()
         self.seen_assets: set[str] = set()
+        self.max_jump_ns = int(max_jump_s * 1_000_000_000)
+        self._grace_s = grace_s
+        self._idle_timeout_s = idle_timeout_s
 
     # -- ticks → bars -------------------------------------------------------------------------
 
-    def on_price(self, tick: PriceTick) -> list[Out]:
-        """Feed a price tick of the asset's primary source; return the bars it closes."""
+    def on_price(self, tick: PriceTick, now_ns: int) -> list[Out]:
+        """Feed a price tick of the asset's primary source; return the bars it closes.
+
+        ``now_ns`` is this worker's processing time, not the tick's ``ts_recv_ns``: the idle
+        timeout (:meth:`tick`) compares processing times, and replayed or simulated ticks
+        carry receive times of another clock (a year-old recording would otherwise close a
+        year of stale bars at once).
+        """
         asset = self.primary.get((tick.venue, tick.symbol))
         if asset is None or tick.kind not in PRICE_KINDS:
             return []
         self.seen_assets.add(asset)
+        watermark = self.builder.watermark_ns
+        if watermark is not None and tick.ts_event_ns - watermark > self.max_jump_ns:
+            # Event time leapt ahead (a resumed replay, an old backlog, a clock in the future):
+            # start a fresh grid instead of closing every bar in between as stale.
+            log.warning(
+                "%s: event time jumped %.1f h ahead of the bar watermark: new bar grid",
+                asset,
+                (tick.ts_event_ns - watermark) / 3.6e12,
+            )
+            self.metrics.time_jumps.inc()
+            self.builder = BarBuilder(
+                self.universe.names,
+                self.interval_s,
+                grace_s=self._grace_s,
+                idle_timeout_s=self._idle_timeout_s,
+            )
         late_before = self.builder.late_ticks.get(asset, 0)
-        closed = self.builder.add_tick(asset, tick.ts_event_ns, tick.price, tick.ts_recv_ns)
+        closed = self.builder.add_tick(asset, tick.ts_event_ns, tick.price, now_ns)
         if self.builder.late_ticks.get(asset, 0) > late_before:
             self.metrics.late_ticks.labels(asset).inc()
         return self._bars(closed)

@@ -30,7 +30,7 @@ def _run(pipe: Pipeline, ticks: list[object]) -> list[tuple[str, bytes]]:
     for tick in ticks:
         ts = tick.ts_event_ns  # type: ignore[attr-defined]
         if isinstance(tick, PriceTick):
-            produced = pipe.on_price(tick)
+            produced = pipe.on_price(tick, ts)
         elif isinstance(tick, Liquidation):
             produced = pipe.on_liquidation(tick, ts)
         else:
@@ -98,7 +98,7 @@ def test_gap_marks_overlapping_bars_stale() -> None:
         tick = PriceTick(
             asset="BTC", ts_event_ns=T0 + sec * s, ts_recv_ns=T0 + sec * s, price=price, **base
         )  # type: ignore[arg-type]
-        out += [decode(BarEvent, r.value) for r in pipe.on_price(tick)]
+        out += [decode(BarEvent, r.value) for r in pipe.on_price(tick, T0 + sec * s)]
     assert [(b.bar_start_ns - T0) // s for b in out] == [0, 60, 120]
     # every bar had a tick, but 60..120 overlaps the gap: its return must not be trusted
     assert [b.stale for b in out] == [False, True, False]
@@ -127,3 +127,25 @@ def test_assembler_releases_overdue_bars_with_nan_for_missing_assets() -> None:
     assert asm.add("BTC", 5 * m, 1.5, stale=False) == []
     assert asm.duplicates == 0  # bar 5 was already released: late, not a pending duplicate
     assert asm.late_bars == 2
+
+
+def test_event_time_leap_restarts_the_grid_instead_of_flooding_stale_bars() -> None:
+    universe = load_universe(None)
+    metrics = PipelineMetrics.create(CollectorRegistry())
+    pipe = Pipeline(universe, 60, metrics, max_jump_s=3600)
+    s = 10**9
+    base = {"asset_class": "crypto", "kind": "mark", "venue": "binance", "symbol": "BTCUSDT"}
+
+    def tick(ts_ns: int, price: float) -> PriceTick:
+        return PriceTick(asset="BTC", ts_event_ns=ts_ns, ts_recv_ns=ts_ns, price=price, **base)  # type: ignore[arg-type]
+
+    assert pipe.on_price(tick(T0, 100.0), T0) == []
+    year_later = T0 + 365 * 86_400 * s
+    bars = pipe.on_price(tick(year_later, 50.0), T0 + s)
+    assert bars == []  # not 525,600 stale bars
+    assert metrics.time_jumps._value.get() == 1
+    closed = [
+        decode(BarEvent, r.value)
+        for r in pipe.on_price(tick(year_later + 65 * s, 51.0), T0 + 2 * s)
+    ]
+    assert [(b.bar_start_ns, b.close, b.stale) for b in closed] == [(year_later, 50.0, False)]

@@ -1,0 +1,50 @@
+"""``firesale worker``: one stream worker process (how the pipeline is deployed and scaled)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import typer
+from prometheus_client import CollectorRegistry, start_http_server
+from rich.console import Console
+
+from streams.config import ConfigError, load_settings, load_universe
+from streams.topics import ensure_topics
+
+console = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+def worker() -> None:
+    """Run a stream worker: ticks.* → bars.v1 → signals.* (and /metrics)."""
+    from faust import Worker
+
+    from streams.cli_connect import _bootstrap
+    from streams.metrics import PipelineMetrics
+    from streams.worker import create_app
+
+    try:
+        settings = load_settings()
+        universe = load_universe(settings.universe)
+    except ConfigError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    bootstrap = _bootstrap(settings)
+    for rep in asyncio.run(ensure_topics(bootstrap)):
+        if rep.action != "exists":
+            console.print(f"topic {rep.name}: {rep.action} {rep.detail}", highlight=False)
+    registry = CollectorRegistry()
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, settings.metrics_bind, registry=registry)
+        console.print(f"metrics on http://{settings.metrics_bind}:{settings.metrics_port}/metrics")
+    app, _ = create_app(
+        settings, universe, bootstrap, PipelineMetrics.create(registry), app_id=settings.app_id
+    )
+    console.print(
+        f"worker on {bootstrap}: {len(universe.assets)} assets, {settings.bar_interval_s} s bars"
+    )
+    Worker(app, loglevel=settings.log_level.lower(), quiet=True).execute_from_commandline()
