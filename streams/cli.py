@@ -175,12 +175,20 @@ def config_show() -> None:
 
 
 @app.command("run")
-def run() -> None:
-    """Run the service: Kafka (embedded unless FIRESALE_KAFKA_BOOTSTRAP is set), its topics and
-    the live connectors of every reachable venue.
+def run(
+    scenario: Annotated[
+        str | None,
+        typer.Option(help="a synthetic market instead of the live venues: fire-sale | calm"),
+    ] = None,
+    speed: Annotated[
+        float | None,
+        typer.Option(help="scenario speed, X times real time (default: as fast as possible)"),
+    ] = None,
+) -> None:
+    """Run the service: Kafka (embedded unless FIRESALE_KAFKA_BOOTSTRAP is set), its topics,
+    the live connectors of every reachable venue (or --scenario) and a stream worker.
 
-    Stream workers join this command with the pipeline (see README, "Status"). Stops cleanly
-    on Ctrl-C or SIGTERM, and the embedded broker with it.
+    Stops cleanly on Ctrl-C or SIGTERM, and the embedded broker with it.
     """
     from streams.service import run_service
 
@@ -204,7 +212,7 @@ def run() -> None:
             f"universe: {len(universe.assets)} assets in {len(universe.classes)} classes "
             f"({', '.join(universe.classes)})"
         )
-        asyncio.run(run_service(settings, universe, bootstrap, console.print))
+        asyncio.run(run_service(settings, universe, bootstrap, console.print, scenario, speed))
     except broker.KafkaLauncherError as exc:
         raise _fail(str(exc)) from None
     finally:

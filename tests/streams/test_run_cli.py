@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from deploy.kafka import broker
-from streams.events import Liquidation, decode
+from streams.events import Liquidation, SignalEvent, decode
 from tests.connectors.fake_bybit import FakeBybit
 from tests.connectors.kafka_tail import Tail
 from tests.connectors.test_bybit_markets import ccxt_markets, raw_row
@@ -119,3 +119,38 @@ async def test_run_streams_a_reachable_venue_onto_the_embedded_broker(tmp_path: 
         "bybit", "ROSEUSDT", "long", "complete",
     )  # fmt: skip
     assert liq.notional_usd == pytest.approx(20_000 * 0.04499, rel=1e-12)
+
+
+async def test_run_scenario_produces_signals_offline_and_stops_everything(tmp_path: Path) -> None:
+    port = broker.free_port()
+    env = {
+        **os.environ,
+        "FIRESALE_KAFKA_HOME": str(tmp_path / "kafka"),
+        "FIRESALE_KAFKA_PORT": str(port),
+        "FIRESALE_BAR_INTERVAL_S": "300",
+        "FIRESALE_METRICS_PORT": "0",
+        "FIRESALE_APP_ID": "firesale-run-test",
+    }
+    env.pop("FIRESALE_KAFKA_BOOTSTRAP", None)
+    log = tmp_path / "run.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streams", "run", "--scenario", "fire-sale"],
+        env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        await _wait_for(log, "stream worker started", proc, 120)
+        tail = Tail(f"127.0.0.1:{port}", ["signals.correlation.v1"])
+        await tail.mark()
+        got = await tail.collect(lambda out: len(out["signals.correlation.v1"]) >= 20, 240)
+    finally:
+        _stop(proc, tmp_path / "kafka")
+    out = log.read_text()
+    assert "scenario phase fire_sale:" in out
+    assert "stream worker stopped (exit 0)" in out
+    records = [decode(SignalEvent, r.value) for r in got["signals.correlation.v1"]]
+    assert len(records) >= 20, out[-3000:]
+    starts = [r.ts_event_ns for r in records]
+    assert starts == sorted(starts)
+    assert {r.type for r in records} == {"correlation.bar"}
+    assert all(set(r.data["returns"]) == {"BTC", "ETH", "SOL", "XRP", "GOLD", "SPX", "NDX"}
+               for r in records)  # fmt: skip
