@@ -224,6 +224,63 @@ def run(
                 pass
 
 
+@app.command("tail")
+def tail(
+    topic_name: Annotated[str, typer.Argument(metavar="TOPIC", help="a registered topic")],
+    from_beginning: Annotated[
+        bool, typer.Option("--from-beginning", help="start at the oldest record, not the end")
+    ] = False,
+    bootstrap: BootstrapOpt = None,
+    max_records: Annotated[
+        int | None, typer.Option("--max", min=1, help="stop after N records")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="each record's JSON on one line (notes on stderr)")
+    ] = False,
+) -> None:
+    """Print a topic's records, one line each: time (UTC), key, fields. Ctrl-C stops.
+
+    Records that are not valid events of the topic are shown as such, with the reason.
+    """
+    import os
+    import sys
+
+    from rich.text import Text
+
+    from streams import tail as t
+    from streams.topics import topic
+
+    try:
+        spec = topic(topic_name)
+    except KeyError as exc:
+        raise _fail(str(exc.args[0]), 2) from None
+    target = _bootstrap(_settings(), bootstrap)
+    out = t.LineConsole(soft_wrap=True)
+
+    def emit(line: Text | str) -> None:
+        if isinstance(line, str):
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+        else:
+            out.print(line)
+
+    def note(message: str) -> None:
+        err_console.print(Text(message, style="dim"))
+
+    run = t.tail(
+        target, spec, from_beginning=from_beginning, max_records=max_records, as_json=as_json,
+        emit=emit, note=note,
+    )  # fmt: skip
+    try:
+        asyncio.run(run)
+    except t.TailError as exc:
+        raise _fail(str(exc)) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+    except BrokenPipeError:  # `firesale tail ... | head`: the reader left, which is fine
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 app.command("connect")(cli_connect.connect)
 app.command("replay")(cli_connect.replay)
 app.command("worker")(cli_worker.worker)

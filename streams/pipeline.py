@@ -23,26 +23,19 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-import orjson
-
 from signals.bars import BarBuilder, BarSet
 from signals.detector import BarSignals, MarketDetector
 from signals.detector_params import DetectorParams
+from signals.detector_params import SignalEvent as SignalSource
 from streams.assembly import BarAssembler
 from streams.config import Universe
 from streams.events import BarEvent, Funding, GapMarker, Liquidation, PriceTick, SignalEvent, encode
 from streams.metrics import PipelineMetrics
+from streams.signal_events import correlation_record, key_for, signal_event, topic_for
 
 log = logging.getLogger("firesale.pipeline")
 
 PRICE_KINDS = frozenset({"mark", "trade", "mid"})
-
-SIGNAL_TOPIC = {
-    "correlation": "signals.correlation.v1",
-    "cosell": "signals.cosell.v1",
-    "liquidation": "signals.liquidation.v1",
-    "funding": "signals.funding.v1",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,39 +207,16 @@ class Pipeline:
         return self._events(events, ts_emit_ns)
 
     def _correlation_record(self, signals: BarSignals, ts_emit_ns: int) -> Out:
-        event = SignalEvent(
-            id=f"correlation.bar:{signals.bar_start_ns}",
-            type="correlation.bar",
-            ts_event_ns=signals.bar_start_ns,
-            ts_emit_ns=ts_emit_ns,
-            subject="market",
-            data=_jsonable(signals.to_dict()),
-        )
-        return Out(SIGNAL_TOPIC["correlation"], b"market", encode(event))
+        return _out(correlation_record(signals, ts_emit_ns))
 
-    def _events(self, events: Iterable[object], ts_emit_ns: int) -> list[Out]:
+    def _events(self, events: Iterable[SignalSource], ts_emit_ns: int) -> list[Out]:
         out: list[Out] = []
-        for ev in events:
-            data = _jsonable(ev.to_dict())  # type: ignore[attr-defined]
-            kind = str(data.get("type", ""))
-            family = kind.split(".", 1)[0]
-            subject = str(data.get("asset", "market"))
-            if "side" in data:
-                subject = f"{subject}:{data['side']}"
-            event = SignalEvent(
-                id=str(data["id"]),
-                type=kind,
-                ts_event_ns=int(data.get("ts_ns", data.get("bar_start_ns", 0))),  # type: ignore[call-overload]
-                ts_emit_ns=ts_emit_ns,
-                subject=subject,
-                data=data,
-            )
-            self.metrics.signal_events.labels(kind).inc()
-            out.append(Out(SIGNAL_TOPIC[family], event.id.encode(), encode(event)))
+        for source in events:
+            event = signal_event(source, ts_emit_ns)
+            self.metrics.signal_events.labels(event.type).inc()
+            out.append(_out(event))
         return out
 
 
-def _jsonable(obj: dict[str, object]) -> dict[str, object]:
-    """A dict with plain JSON types only (round trip through orjson; NaN becomes null)."""
-    loaded: dict[str, object] = orjson.loads(orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS))
-    return loaded
+def _out(event: SignalEvent) -> Out:
+    return Out(topic_for(event), key_for(event), encode(event))

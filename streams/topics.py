@@ -94,10 +94,10 @@ TOPICS: tuple[TopicSpec, ...] = (
         "signals.correlation.v1",
         1,
         90 * DAY_MS,
-        "delete",
-        "signal id",
-        "signal",
-        "rolling cross-asset correlation figures per bar",
+        "compact",
+        "subject (market)",
+        "signal.correlation",
+        "latest per-bar cross-asset correlation figures (compacted: newest record per subject)",
     ),
     TopicSpec(
         "signals.cosell.v1",
@@ -105,7 +105,7 @@ TOPICS: tuple[TopicSpec, ...] = (
         365 * DAY_MS,
         "delete",
         "signal id",
-        "signal",
+        "signal.cosell",
         "co-selling score and cosell.start/update/end events",
     ),
     TopicSpec(
@@ -114,7 +114,7 @@ TOPICS: tuple[TopicSpec, ...] = (
         365 * DAY_MS,
         "delete",
         "signal id",
-        "signal",
+        "signal.liquidation",
         "liquidation cascade start/peak/end events",
     ),
     TopicSpec(
@@ -123,7 +123,7 @@ TOPICS: tuple[TopicSpec, ...] = (
         365 * DAY_MS,
         "delete",
         "signal id",
-        "signal",
+        "signal.funding",
         "funding stress flip/extreme events",
     ),
 )
