@@ -126,8 +126,13 @@ def free_port() -> int:
 
 
 def port_is_free(port: int) -> bool:
-    """True when nothing listens on 127.0.0.1:``port``."""
+    """True when nothing listens on 127.0.0.1:``port``.
+
+    SO_REUSEADDR as the broker binds it: connections of a just-stopped broker lingering in
+    TIME_WAIT do not make the port busy, a listening socket does.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
