@@ -65,17 +65,10 @@ def _universe(settings: Settings) -> Universe:
 
 
 def _bootstrap(settings: Settings, override: str | None) -> str:
-    if override:
-        return override
-    if settings.kafka_bootstrap:
-        return settings.kafka_bootstrap
-    info, _ = broker.status(settings.kafka_home)
-    if info is None:
-        raise _fail(
-            "no Kafka to talk to: set FIRESALE_KAFKA_BOOTSTRAP, pass --bootstrap, or start the "
-            "embedded broker with `firesale kafka start`"
-        )
-    return info.bootstrap
+    try:
+        return broker.resolve_bootstrap(override or settings.kafka_bootstrap, settings.kafka_home)
+    except broker.BrokerNotRunningError as exc:
+        raise _fail(str(exc)) from None
 
 
 @kafka_app.command("start")

@@ -75,18 +75,14 @@ def resolve_instruments(
     return result
 
 
-def _bootstrap(settings: Settings) -> str:
-    if settings.kafka_bootstrap:
-        return settings.kafka_bootstrap
+def bootstrap_or_exit(settings: Settings) -> str:
+    """FIRESALE_KAFKA_BOOTSTRAP, else the running embedded broker; a clear exit otherwise."""
     from deploy.kafka import broker
 
-    info, answers = broker.status(settings.kafka_home)
-    if info is None or not answers:
-        raise _fail(
-            "no Kafka: set FIRESALE_KAFKA_BOOTSTRAP or start the embedded broker with "
-            "`firesale kafka start` (or use `firesale run`, which starts it)"
-        )
-    return info.bootstrap
+    try:
+        return broker.resolve_bootstrap(settings.kafka_bootstrap, settings.kafka_home)
+    except broker.BrokerNotRunningError as exc:
+        raise _fail(str(exc)) from None
 
 
 def connect(
@@ -117,7 +113,7 @@ def connect(
         instruments = resolve_instruments(settings, universe, chosen, refresh_markets, markets)
     except (MarketsUnavailableError, ValueError) as exc:
         raise _fail(str(exc)) from None
-    bootstrap = _bootstrap(settings)
+    bootstrap = bootstrap_or_exit(settings)
     registry = CollectorRegistry()
     if settings.metrics_port:
         start_http_server(settings.metrics_port, settings.metrics_bind, registry=registry)
@@ -177,7 +173,7 @@ def replay(
         instruments = resolve_instruments(settings, universe, chosen)
     except (MarketsUnavailableError, ValueError) as exc:
         raise _fail(str(exc)) from None
-    bootstrap = _bootstrap(settings)
+    bootstrap = bootstrap_or_exit(settings)
     try:
         count = asyncio.run(_replay(bootstrap, files, instruments, speed))
     except RecordingError as exc:

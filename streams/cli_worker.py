@@ -20,7 +20,7 @@ def worker() -> None:
     """Run a stream worker: ticks.* → bars.v1 → signals.* (and /metrics)."""
     from faust import Worker
 
-    from streams.cli_connect import _bootstrap
+    from streams.cli_connect import bootstrap_or_exit
     from streams.metrics import PipelineMetrics
     from streams.worker import create_app
 
@@ -33,7 +33,7 @@ def worker() -> None:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    bootstrap = _bootstrap(settings)
+    bootstrap = bootstrap_or_exit(settings)
     for rep in asyncio.run(ensure_topics(bootstrap)):
         if rep.action != "exists":
             console.print(f"topic {rep.name}: {rep.action} {rep.detail}", highlight=False)

@@ -500,6 +500,19 @@ def status(home: Path) -> tuple[BrokerInfo | None, bool]:
     return info, admin_call_succeeds(info.bootstrap)
 
 
+def resolve_bootstrap(configured: str | None, home: Path) -> str:
+    """The Kafka to talk to: ``configured`` when given, else the embedded broker in ``home``."""
+    if configured:
+        return configured
+    info, answers = status(home)
+    if info is None or not answers:
+        raise BrokerNotRunningError(
+            "no Kafka to talk to: set FIRESALE_KAFKA_BOOTSTRAP (or pass --bootstrap), or start "
+            "the embedded broker with `firesale kafka start` (`firesale run` starts it too)"
+        )
+    return info.bootstrap
+
+
 @contextlib.contextmanager
 def running(home: Path, port: int | None = None) -> Iterator[BrokerInfo]:
     """Context manager: an attached broker (dies with this process), stopped on exit."""

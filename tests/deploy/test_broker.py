@@ -146,3 +146,9 @@ def test_cluster_id_starting_with_dash_formats(
         assert broker.admin_call_succeeds(info.bootstrap)
     finally:
         broker.stop(home)
+
+
+def test_resolve_bootstrap_prefers_the_configured_cluster(tmp_path: Path) -> None:
+    assert broker.resolve_bootstrap("k1:9092", tmp_path) == "k1:9092"
+    with pytest.raises(broker.BrokerNotRunningError, match="set FIRESALE_KAFKA_BOOTSTRAP"):
+        broker.resolve_bootstrap(None, tmp_path)  # nothing configured, nothing running

@@ -197,7 +197,7 @@ def test_unknown_topic_is_refused_with_the_known_ones() -> None:
 def test_no_bootstrap_anywhere_is_a_clear_error(tmp_path: Path) -> None:
     out = _firesale("tail", TOPIC, env=_env(FIRESALE_KAFKA_HOME=str(tmp_path)))
     assert out.returncode == 1
-    assert "no Kafka to talk to: set FIRESALE_KAFKA_BOOTSTRAP, pass --bootstrap" in out.stderr
+    assert "no Kafka to talk to: set FIRESALE_KAFKA_BOOTSTRAP (or pass --bootstrap)" in out.stderr
 
 
 def test_unreachable_kafka_is_a_clear_error() -> None:
