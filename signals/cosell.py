@@ -55,6 +55,7 @@ from numpy.typing import NDArray
 from signals.cosell_events import CoSellEvent, CoSellResult, EventType, SellingAsset
 from signals.cosell_params import CoSellParams, VolEstimator
 from signals.errors import InvalidInputError
+from signals.validate import as_vector, check_bar_time
 
 __all__ = [
     "CoSellDetector",
@@ -365,24 +366,8 @@ class CoSellDetector:
         long_liq_notional_usd: float | None,
         corr_by_class_pair: Mapping[str, float] | None,
     ) -> NDArray[np.float64]:
-        if not isinstance(bar_start_ns, int | np.integer) or isinstance(bar_start_ns, bool):
-            raise InvalidInputError(
-                f"bar_start_ns={bar_start_ns!r} must be an int (ns since epoch)"
-            )
-        if self._last_ns is not None and bar_start_ns <= self._last_ns:
-            raise InvalidInputError(
-                f"bar_start_ns={bar_start_ns} is not after the previous bar {self._last_ns}: "
-                "feed bars once each, in time order (drop duplicates upstream)"
-            )
-        try:
-            r = np.array(returns, dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise InvalidInputError(f"returns are not numeric: {exc}") from exc
-        if r.shape != (len(self.assets),):
-            raise InvalidInputError(
-                f"returns have shape {r.shape}: expected ({len(self.assets)},), one per asset "
-                f"in the order {list(self.assets)}"
-            )
+        check_bar_time(bar_start_ns, self._last_ns)
+        r = as_vector(returns, self.assets, "returns")
         bad = np.flatnonzero(np.isinf(r))
         if bad.size:
             raise InvalidInputError(

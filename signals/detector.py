@@ -71,6 +71,7 @@ from signals.matrix import (
     turbulence,
     variance_ratio,
 )
+from signals.validate import as_vector, check_bar_time
 
 __all__ = [
     "BarSignals",
@@ -262,22 +263,8 @@ class MarketDetector:
     # ------------------------------------------------------------------ internals
 
     def _check(self, bar_start_ns: int, closes: FloatArray | Sequence[float]) -> FloatArray:
-        if isinstance(bar_start_ns, bool) or not isinstance(bar_start_ns, int | np.integer):
-            raise InvalidInputError(f"bar_start_ns={bar_start_ns!r} must be an int (ns)")
-        if self._prev_ns is not None and bar_start_ns <= self._prev_ns:
-            raise InvalidInputError(
-                f"bar_start_ns={bar_start_ns} is not after the previous bar {self._prev_ns}: "
-                "feed each bar once, in time order"
-            )
-        try:
-            p = np.array(closes, dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise InvalidInputError(f"closes are not numeric: {exc}") from exc
-        if p.shape != (len(self.assets),):
-            raise InvalidInputError(
-                f"closes have shape {p.shape}: expected ({len(self.assets)},), one per asset "
-                f"in the order {list(self.assets)} (NaN = no price)"
-            )
+        check_bar_time(bar_start_ns, self._prev_ns)
+        p = as_vector(closes, self.assets, "closes")
         bad = np.flatnonzero(np.isinf(p) | (p <= 0))
         if bad.size:
             i = int(bad[0])
