@@ -38,6 +38,15 @@ def frame_too_large(raw: str | bytes) -> bool:
     return len(raw.encode("utf-8", "surrogatepass")) > MAX_FRAME_BYTES
 
 
+def annualized_rate(rate: float, interval_hours: float) -> float:
+    """Funding per interval → per year, simple (not compounded): rate × (24 / h) × 365.
+
+    >>> round(annualized_rate(0.0001, 8.0), 4)
+    0.1095
+    """
+    return rate * (24.0 / interval_hours) * 365.0
+
+
 def finite_positive(name: str, value: float) -> float:
     """``value`` (a product of positives) unless it overflowed to inf or underflowed to 0."""
     if not math.isfinite(value) or value <= 0:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from connectors.base import Instrument
-from streams.config import Universe
+from streams.config import Settings, Universe
 
 log = logging.getLogger("firesale.connectors")
 
@@ -135,3 +135,28 @@ def instruments_for(venue: str, markets: Markets, universe: Universe) -> Sequenc
 
         return okx(markets, universe)
     raise ValueError(f"no connector for venue {venue!r} (have: {', '.join(CCXT_CLASS)})")
+
+
+def resolve_instruments(
+    settings: Settings,
+    universe: Universe,
+    venues: Sequence[str],
+    refresh: bool = False,
+    markets_out: dict[str, Markets] | None = None,
+) -> dict[str, Sequence[Instrument]]:
+    """Each venue's instruments for the universe, from cached ccxt market metadata."""
+    result: dict[str, Sequence[Instrument]] = {}
+    for venue in venues:
+        if not universe.by_symbol(venue):
+            continue
+        markets = load_markets(
+            venue,
+            settings.cache_dir,
+            max_age_s=settings.markets_max_age_s,
+            refresh=refresh,
+            fetch=lambda v: fetch_markets(v, settings.rest_url(v)),
+        )
+        result[venue] = instruments_for(venue, markets, universe)
+        if markets_out is not None:
+            markets_out[venue] = markets
+    return result

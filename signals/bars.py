@@ -319,6 +319,10 @@ class BarBuilder:
         """End of the last closed bar = start of the first open one; earlier ticks are late."""
         return None if self._next_bar is None else self._next_bar * self._step_ns
 
+    def late_count(self, asset: str) -> int:
+        """Late (dropped) ticks of one asset so far (KeyError for an unknown asset)."""
+        return self._late[self._index[asset]]
+
     @property
     def late_ticks(self) -> dict[str, int]:
         """Late (dropped) ticks per asset."""

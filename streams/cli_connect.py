@@ -15,13 +15,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from connectors.base import Instrument
-from connectors.markets import (
-    Markets,
-    MarketsUnavailableError,
-    fetch_markets,
-    instruments_for,
-    load_markets,
-)
+from connectors.markets import Markets, MarketsUnavailableError, resolve_instruments
 from connectors.record import RecordingError
 from streams.config import ConfigError, Settings, Universe, load_settings, load_universe
 
@@ -48,31 +42,6 @@ def _load(venues: str | None) -> tuple[Settings, Universe, tuple[str, ...]]:
     except ValueError as exc:
         raise _fail(f"--venues: {exc}", 2) from None
     return settings, universe, chosen
-
-
-def resolve_instruments(
-    settings: Settings,
-    universe: Universe,
-    venues: Sequence[str],
-    refresh: bool = False,
-    markets_out: dict[str, Markets] | None = None,
-) -> dict[str, Sequence[Instrument]]:
-    """Each venue's instruments for the universe, from cached ccxt market metadata."""
-    result: dict[str, Sequence[Instrument]] = {}
-    for venue in venues:
-        if not universe.by_symbol(venue):
-            continue
-        markets = load_markets(
-            venue,
-            settings.cache_dir,
-            max_age_s=settings.markets_max_age_s,
-            refresh=refresh,
-            fetch=lambda v: fetch_markets(v, settings.rest_url(v)),
-        )
-        result[venue] = instruments_for(venue, markets, universe)
-        if markets_out is not None:
-            markets_out[venue] = markets
-    return result
 
 
 def bootstrap_or_exit(settings: Settings) -> str:

@@ -130,9 +130,9 @@ class Pipeline:
                 grace_s=self._grace_s,
                 idle_timeout_s=self._idle_timeout_s,
             )
-        late_before = self.builder.late_ticks.get(asset, 0)
+        late_before = self.builder.late_count(asset)
         closed = self.builder.add_tick(asset, tick.ts_event_ns, tick.price, now_ns)
-        if self.builder.late_ticks.get(asset, 0) > late_before:
+        if self.builder.late_count(asset) > late_before:
             self.metrics.late_ticks.labels(asset).inc()
         return self._bars(closed)
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, start_http_server
 
 from connectors.base import Instrument
-from connectors.markets import Markets, MarketsUnavailableError
+from connectors.markets import Markets, MarketsUnavailableError, resolve_instruments
 from streams.config import Settings, Universe
 
 log = logging.getLogger("firesale")
@@ -35,8 +35,6 @@ def available_venues(
     report: Callable[[str], None],
 ) -> tuple[dict[str, Sequence[Instrument]], dict[str, Markets]]:
     """Instruments (and markets) of every configured venue that can be reached."""
-    from streams.cli_connect import resolve_instruments
-
     instruments: dict[str, Sequence[Instrument]] = {}
     markets: dict[str, Markets] = {}
     for venue in settings.venue_list:

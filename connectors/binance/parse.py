@@ -48,7 +48,7 @@ import orjson
 
 from connectors.base import Instrument, ParseResult, Reject, TickEvent
 from connectors.fields import FieldError, ms_to_ns, number, positive, require, text
-from connectors.frames import MAX_FRAME_BYTES, frame_too_large, liquidation
+from connectors.frames import MAX_FRAME_BYTES, annualized_rate, frame_too_large, liquidation
 from streams.events import Funding, PriceTick
 
 VENUE = "binance"
@@ -319,7 +319,7 @@ class BinanceParser:
                     ts_recv_ns=ts_recv_ns,
                     rate=rate,
                     interval_hours=hours,
-                    rate_annualized=rate * (24.0 / hours) * 365.0,
+                    rate_annualized=annualized_rate(rate, hours),
                     next_funding_ts_ns=next_funding_ts_ns,
                     mark_price=mark,
                     open_interest_usd=None,

@@ -49,7 +49,7 @@ from connectors.base import (
     instruments_by_symbol,
 )
 from connectors.fields import FieldError, ms_to_ns, number, positive, text
-from connectors.frames import MAX_FRAME_BYTES, frame_too_large, liquidation
+from connectors.frames import MAX_FRAME_BYTES, annualized_rate, frame_too_large, liquidation
 from streams.events import Funding, Liquidation, PriceTick
 
 VENUE = "bybit"
@@ -362,7 +362,7 @@ def _funding(inst: Instrument, state: _Ticker, common: Mapping[str, Any]) -> Fun
             "missing_field",
             "fundingIntervalHour is absent and the instrument has no funding_interval_hours",
         )
-    rate_annualized = rate * (24.0 / interval_hours) * 365.0
+    rate_annualized = annualized_rate(rate, interval_hours)
     if not math.isfinite(rate_annualized):
         raise FieldError("absurd_value", f"fundingRate {rate:g} annualizes to {rate_annualized}")
     single = state.get("singleOpenInterestValue")

@@ -28,7 +28,13 @@ import orjson
 
 from connectors.base import Instrument, ParseResult, Reject, TickEvent, instruments_by_symbol
 from connectors.fields import FieldError, ms_to_ns, number, positive, require, text
-from connectors.frames import MAX_FRAME_BYTES, finite_positive, frame_too_large, liquidation
+from connectors.frames import (
+    MAX_FRAME_BYTES,
+    annualized_rate,
+    finite_positive,
+    frame_too_large,
+    liquidation,
+)
 from streams.events import Funding, Liquidation, PriceTick
 
 VENUE = "okx"
@@ -231,7 +237,7 @@ class OkxParser:
                 f"funding interval {interval_hours:g} h (nextFundingTime - fundingTime) "
                 "is outside (0, 24]",
             )
-        annualized = rate * (24 / interval_hours) * 365
+        annualized = annualized_rate(rate, interval_hours)
         if not math.isfinite(annualized):
             raise FieldError("absurd_value", f"fundingRate {rate:g} annualizes to {annualized}")
         return [

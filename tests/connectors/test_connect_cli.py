@@ -4,12 +4,10 @@ the real broker; SIGTERM stops it cleanly and the recording replays through `fir
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -21,7 +19,7 @@ from streams.topics import ensure_topics
 from tests.connectors.fake_bybit import FakeBybit
 from tests.connectors.fake_rest import FakeRest, rows
 from tests.connectors.kafka_tail import Tail
-from tests.connectors.test_bybit_markets import ccxt_markets, raw_row
+from tests.connectors.rose_universe import write_rose_universe
 
 pytestmark = pytest.mark.kafka
 
@@ -29,18 +27,7 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "exchanges"
 
 
 def _env(tmp_path: Path, bootstrap: str, ws_url: str, rest_url: str) -> dict[str, str]:
-    universe = tmp_path / "universe.toml"
-    universe.write_text(
-        textwrap.dedent("""
-        [assets.ROSE]
-        class = "crypto"
-        symbols = { bybit = "ROSEUSDT" }
-        """)
-    )
-    cache = tmp_path / "cache"
-    (cache / "markets").mkdir(parents=True)
-    markets = ccxt_markets([raw_row("ROSEUSDT", "ROSE")])
-    (cache / "markets" / "bybit.json").write_text(json.dumps(markets, default=str))
+    universe, cache = write_rose_universe(tmp_path)
     return {
         **os.environ,
         "FIRESALE_KAFKA_BOOTSTRAP": bootstrap,

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -18,7 +16,7 @@ from deploy.kafka import broker
 from streams.events import Liquidation, SignalEvent, decode
 from tests.connectors.fake_bybit import FakeBybit
 from tests.connectors.kafka_tail import Tail
-from tests.connectors.test_bybit_markets import ccxt_markets, raw_row
+from tests.connectors.rose_universe import write_rose_universe
 
 pytestmark = pytest.mark.kafka
 
@@ -76,18 +74,7 @@ async def test_run_offline_keeps_kafka_up_says_why_and_stops_cleanly(tmp_path: P
 async def test_run_streams_a_reachable_venue_onto_the_embedded_broker(tmp_path: Path) -> None:
     fake = FakeBybit()
     ws_url = await fake.start()
-    universe = tmp_path / "universe.toml"
-    universe.write_text(
-        textwrap.dedent("""
-        [assets.ROSE]
-        class = "crypto"
-        symbols = { bybit = "ROSEUSDT" }
-        """)
-    )
-    cache = tmp_path / "cache"
-    (cache / "markets").mkdir(parents=True)
-    markets = ccxt_markets([raw_row("ROSEUSDT", "ROSE")])
-    (cache / "markets" / "bybit.json").write_text(json.dumps(markets, default=str))
+    universe, cache = write_rose_universe(tmp_path)
     port = broker.free_port()
     env = {
         **os.environ,
