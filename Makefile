@@ -31,8 +31,15 @@ format: install
 typecheck: install
 	$(BIN)/mypy
 
-pytest: install kafka-jars
+pytest: install kafka-jars tools
 	$(BIN)/pytest
+
+.PHONY: tools
+tools: $(VENV)/.tools-prometheus   ## promtool, prometheus, alertmanager, amtool (Debian packages)
+
+$(VENV)/.tools-prometheus: deploy/tools/install-prometheus.sh | install
+	bash deploy/tools/install-prometheus.sh
+	@touch $@
 
 kafka-jars: install            ## fetch the Kafka broker jars once (cached in ~/.cache/firesale)
 	$(BIN)/python -c "from deploy.kafka.broker import resolve_jars; print('kafka jars:', resolve_jars())"

@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from rich.console import Console
 
 from streams.config import ConfigError, load_settings, load_universe
+from streams.market_stage import INPUT_TOPICS as MARKET_INPUTS
 from streams.topics import ensure_topics
 
 console = Console(soft_wrap=True)
@@ -37,6 +38,15 @@ def worker() -> None:
     for rep in asyncio.run(ensure_topics(bootstrap)):
         if rep.action != "exists":
             console.print(f"topic {rep.name}: {rep.action} {rep.detail}", highlight=False)
+        if rep.action == "drift" and "partitions" in rep.detail and rep.name in MARKET_INPUTS:
+            err.print(
+                f"[bold red]error:[/] topic {rep.name} has {rep.detail}: the market stage needs "
+                "bars.v1, ticks.liquidation.v1, ticks.funding.v1 and ticks.gap.v1 with one "
+                "partition each (one worker reads them together). Recreate it, or point "
+                "FIRESALE_KAFKA_BOOTSTRAP at a cluster whose topics match `firesale topics list`.",
+                highlight=False,
+            )
+            raise typer.Exit(2)
     registry = CollectorRegistry()
     if settings.metrics_port:
         start_http_server(settings.metrics_port, settings.metrics_bind, registry=registry)

@@ -65,6 +65,27 @@ class Settings(BaseSettings):
     bar_grace_s: Annotated[float, Field(ge=0, le=60)] = Field(
         default=2.0, description="watermark grace: how late a tick may be and still count"
     )
+    side_input_wait_s: Annotated[float, Field(gt=0, le=600)] = Field(
+        default=10.0,
+        description="longest a bar waits for liquidation/funding/gap inputs to catch up",
+    )
+    consumer_session_timeout_s: Annotated[float, Field(ge=6, le=300)] = Field(
+        default=30.0,
+        description="how long a silent worker keeps its partitions before the group moves them",
+    )
+    bar_wait_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        default=60.0,
+        description="longest the market stage waits for an asset whose bars stopped "
+        "(its bar builder moving to another worker); keep above the session timeout",
+    )
+    checkpoint_interval_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        default=5.0,
+        description="how often a worker checkpoints each price partition's bar builder",
+    )
+    recovery_lookback_s: Annotated[int, Field(ge=0, le=90 * 86_400)] = Field(
+        default=2 * 86_400,
+        description="how far back a worker re-reads the market inputs to rebuild its state",
+    )
     correlation_window_bars: Annotated[int, Field(ge=3, le=10_000)] = Field(
         default=120, description="rolling correlation window W in bars"
     )

@@ -125,6 +125,9 @@ class BarEvent:
     close: PositiveFloat
     n_ticks: Annotated[int, Field(ge=0)]
     stale: bool
+    #: Kafka timestamp (ns) of the tick whose arrival closed this bar; None when the idle
+    #: timeout closed it. The market stage measures tick-to-signal latency from it.
+    tick_produced_ns: TsNs | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

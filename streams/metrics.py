@@ -31,6 +31,11 @@ class PipelineMetrics:
     bar_lag: Histogram
     bars: Counter
     time_jumps: Counter
+    tick_signal_latency: Histogram
+    side_input_forced: Counter
+    consumer_lag: Gauge
+    event_time_lag: Gauge
+    replayed: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> PipelineMetrics:
@@ -105,6 +110,37 @@ class PipelineMetrics:
             time_jumps=Counter(
                 "firesale_event_time_jumps",
                 "Times event time leapt hours ahead and the bar grid was restarted.",
+                registry=registry,
+            ),
+            tick_signal_latency=Histogram(
+                "firesale_tick_signal_latency_seconds",
+                "From the Kafka time of the tick that closed a bar to that bar's signal record.",
+                buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+                registry=registry,
+            ),
+            side_input_forced=Counter(
+                "firesale_side_input_forced",
+                "Bars processed without waiting longer for a side input (liquidations, "
+                "funding, gaps) that had not caught up; their figures may miss late records.",
+                ["input"],
+                registry=registry,
+            ),
+            consumer_lag=Gauge(
+                "firesale_consumer_lag_records",
+                "Records between this worker's position and the end of each assigned partition.",
+                ["topic", "partition"],
+                registry=registry,
+            ),
+            event_time_lag=Gauge(
+                "firesale_event_time_lag_seconds",
+                "Processing time minus the event time of the last record read, per input topic.",
+                ["topic"],
+                registry=registry,
+            ),
+            replayed=Counter(
+                "firesale_recovery_replayed_records",
+                "Records re-read from Kafka to rebuild state after a restart or rebalance.",
+                ["topic"],
                 registry=registry,
             ),
         )

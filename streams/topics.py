@@ -47,7 +47,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     ),
     TopicSpec(
         "ticks.liquidation.v1",
-        3,
+        1,  # low volume, read whole by the market stage (co-partitioned with bars.v1)
         30 * DAY_MS,
         "delete",
         "venue:symbol",
@@ -56,7 +56,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     ),
     TopicSpec(
         "ticks.funding.v1",
-        3,
+        1,  # low volume, read whole by the market stage (co-partitioned with bars.v1)
         30 * DAY_MS,
         "delete",
         "venue:symbol",
@@ -128,6 +128,18 @@ TOPICS: tuple[TopicSpec, ...] = (
     ),
 )
 
+INTERNAL_TOPICS: tuple[TopicSpec, ...] = (
+    TopicSpec(
+        "worker.state.v1",
+        1,
+        365 * DAY_MS,
+        "compact",
+        "app_id:topic:partition",
+        "internal",
+        "stream-worker checkpoints (bar builders per price partition); not a public contract",
+    ),
+)
+
 BY_NAME: Mapping[str, TopicSpec] = {t.name: t for t in TOPICS}
 
 
@@ -149,7 +161,9 @@ class TopicReport:
 
 
 async def ensure_topics(
-    bootstrap: str, specs: Iterable[TopicSpec] = TOPICS, timeout_ms: int = 30_000
+    bootstrap: str,
+    specs: Iterable[TopicSpec] = TOPICS + INTERNAL_TOPICS,
+    timeout_ms: int = 30_000,
 ) -> list[TopicReport]:
     """Create the missing topics; report existing ones and any drift from the registry.
 

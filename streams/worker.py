@@ -1,50 +1,247 @@
-"""The faust stream worker: thin agents around :class:`~streams.pipeline.Pipeline`.
+"""The faust stream worker: thin agents around the two stages, plus their recovery.
 
-Each agent decodes a record (raw bytes: our own strict decoder, not faust's codecs), calls the
-pipeline and sends what it returns. Agents run at concurrency 1 (faust #606: higher
-concurrency can commit past in-flight messages). Processing is at-least-once: outputs carry
-deterministic ids and keys, so a redelivered input produces a duplicate consumers drop, never
-a different answer. No faust windowed tables (event-time bugs #427/#428/#250): bars are built
-with our own watermark.
+Agents (concurrency 1 — faust #606: higher concurrency can commit past in-flight messages)
+decode a record with our strict decoder (raw bytes, not faust's codecs), call a stage and send
+what it returns. No faust windowed tables (event-time bugs #427/#428/#250): bars are built with
+our own watermark.
 
-Deployment note: the market state (cross-sections, correlations, liquidations, funding) lives
-in the worker that consumes ``bars.v1`` (one partition). Liquidation and funding ticks are
-consumed by the same worker only when it holds every partition of their topics, which is the
-single-worker deployment; spreading them over replicas needs a repartition by asset first.
+Layout and scaling: ``ticks.price.v1`` (3 partitions) feeds the tick stage, one bar builder per
+partition, spread over the workers of the consumer group. ``bars.v1``, ``ticks.liquidation.v1``,
+``ticks.funding.v1`` and ``ticks.gap.v1`` have one partition each; faust's assignor gives
+co-partitioned topics (same partition count) to the same worker, so exactly one worker holds the
+whole market stage.
+
+Recovery (at-least-once, idempotent outputs): faust commits an offset only after flushing the
+producer, so what came before a committed offset was published. A worker taking a partition
+over rebuilds the state behind the committed offset before it processes anything:
+
+- tick stage: the newest checkpoint of the partition (``worker.state.v1``, written after every
+  bar close once the bars are flushed), then the records between it and the committed offset;
+- market stage: the four input logs from ``recovery_lookback_s`` ago up to their committed
+  offsets, replayed without publishing.
+
+Outputs carry deterministic ids and keys, so a redelivered input produces a duplicate that
+consumers drop, never a different answer.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import faust
+from aiokafka import TopicPartition
 
 from streams.config import Settings, Universe
-from streams.events import (
-    BarEvent,
-    DecodeError,
-    Funding,
-    GapMarker,
-    Liquidation,
-    PriceTick,
-    decode,
-)
+from streams.events import BarEvent, DecodeError, Funding, GapMarker, Liquidation, PriceTick, decode
+from streams.market_stage import INPUT_TOPICS, MarketStage
 from streams.metrics import PipelineMetrics
-from streams.pipeline import Out, Pipeline
+from streams.recovery import STATE_TOPIC, LogReader, checkpoint_key, committed_offsets, merged
+from streams.tick_stage import Out, TickStage
 
 log = logging.getLogger("firesale.worker")
 
 APP_ID = "firesale"
+PRICES = "ticks.price.v1"
 OUTPUT_TOPICS = (
     "bars.v1",
     "signals.correlation.v1",
     "signals.cosell.v1",
     "signals.liquidation.v1",
     "signals.funding.v1",
+    STATE_TOPIC,
 )
+DECODERS: dict[str, type[Any]] = {
+    "bars.v1": BarEvent,
+    "ticks.liquidation.v1": Liquidation,
+    "ticks.funding.v1": Funding,
+    "ticks.gap.v1": GapMarker,
+}
+
+
+class WorkerState:
+    """The stages of one worker process and what it knows about its partitions."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        universe: Universe,
+        bootstrap: str,
+        metrics: PipelineMetrics,
+        app_id: str,
+        clock_ns: Callable[[], int],
+    ) -> None:
+        self.settings = settings
+        self.universe = universe
+        self.bootstrap = bootstrap
+        self.metrics = metrics
+        self.app_id = app_id
+        self.clock_ns = clock_ns
+        self.ticks = TickStage(
+            universe, settings.bar_interval_s, metrics, grace_s=settings.bar_grace_s
+        )
+        self.market = self._new_market()
+        self.market_ready = False
+        self.position: dict[tuple[str, int], int] = {}  # next offset to process
+        self.highwater: Callable[[str, int], int | None] = lambda topic, partition: None
+        self.lock = asyncio.Lock()
+
+    def _new_market(self) -> MarketStage:
+        return MarketStage(
+            self.universe,
+            self.settings.bar_interval_s,
+            self.metrics,
+            at_head=self.at_head,
+            max_wait_s=self.settings.side_input_wait_s,
+            dropout_wait_s=self.settings.bar_wait_s,
+        )
+
+    def at_head(self, topic: str) -> bool:
+        """Whether this worker has processed everything its consumer knows of ``topic``/0."""
+        hw = self.highwater(topic, 0)
+        pos = self.position.get((topic, 0))
+        return hw is not None and pos is not None and pos >= hw
+
+    def revoke(self, tps: set[tuple[str, int]]) -> None:
+        """Drop the state of partitions another worker owns now."""
+        for topic, partition in tps:
+            self.position.pop((topic, partition), None)
+            if topic == PRICES:
+                self.ticks.drop(partition)
+            elif topic in INPUT_TOPICS and self.market_ready:
+                self.market = self._new_market()
+                self.market_ready = False
+
+    # -- rebuilding -----------------------------------------------------------------------------
+
+    async def ensure_tick_partition(self, partition: int, offset: int) -> None:
+        """Before the first record of a price partition: restore its bar builder."""
+        if self.ticks.holds(partition):
+            return
+        async with self.lock:
+            if self.ticks.holds(partition):
+                return
+            started = time.monotonic()
+            tp = TopicPartition(PRICES, partition)
+            async with LogReader(self.bootstrap) as reader:
+                blobs = await reader.latest_by_key(STATE_TOPIC)
+                blob = blobs.get(checkpoint_key(self.app_id, PRICES, partition))
+                start: int | None = None
+                if blob is not None:
+                    try:
+                        start = self.ticks.restore(partition, blob) + 1
+                    except (ValueError, KeyError, TypeError) as exc:
+                        log.warning(
+                            "%s: checkpoint unusable (%s): rebuilding from the log", tp, exc
+                        )
+                if start is None:
+                    # No checkpoint: re-read a few bars' worth of the log before the offset.
+                    self.ticks.start(partition)
+                    span_ms = (3 * self.settings.bar_interval_s + 60) * 1000
+                    since = self.clock_ns() // 1_000_000 - span_ms if offset > 0 else None
+                    start = await reader.start_offset(tp, since) if offset > 0 else offset
+                n = 0
+                async for rec in reader.read({tp: (start, offset)}):
+                    n += 1
+                    try:
+                        tick = decode(PriceTick, rec.value)
+                    except DecodeError:
+                        continue
+                    self.ticks.on_price(
+                        partition, rec.offset, tick, self.clock_ns(), rec.timestamp * 1_000_000
+                    )
+            self.metrics.replayed.labels(PRICES).inc(n)
+            log.info(
+                "%s: bar builder restored (%s), %d records re-read up to offset %d in %.2f s",
+                tp,
+                "checkpoint" if blob is not None else "log",
+                n,
+                offset,
+                time.monotonic() - started,
+            )
+
+    async def ensure_market(self) -> None:
+        """Before the first market input: rebuild the market stage up to the committed offsets."""
+        if self.market_ready:
+            return
+        async with self.lock:
+            if self.market_ready:
+                return
+            started = time.monotonic()
+            tps = [TopicPartition(t, 0) for t in INPUT_TOPICS]
+            committed = await committed_offsets(self.bootstrap, self.app_id, tps)
+            lookback = self.settings.recovery_lookback_s
+            since = self.clock_ns() // 1_000_000 - lookback * 1000
+            spans: dict[TopicPartition, tuple[int, int]] = {}
+            async with LogReader(self.bootstrap) as reader:
+                for tp in tps:
+                    end = committed[tp]
+                    if end is None:  # never committed: faust starts at the log start
+                        end = await reader.start_offset(tp, None)
+                    spans[tp] = (await reader.start_offset(tp, since), end)
+                    self.position[tp.topic, 0] = end
+            market = self._new_market()
+            market.replaying = True
+            readers = [LogReader(self.bootstrap) for _ in tps]
+            counts = dict.fromkeys(INPUT_TOPICS, 0)
+            try:
+                for r in readers:
+                    await r.__aenter__()
+                streams = {
+                    tp.topic: self._decoded(r, tp, spans[tp])
+                    for r, tp in zip(readers, tps, strict=True)
+                }
+                interval_ns = self.settings.bar_interval_s * 1_000_000_000
+                async for topic, record in merged(
+                    streams, lambda t, r: _event_time(r, interval_ns)
+                ):
+                    counts[topic] += 1
+                    _apply(market, topic, record, self.clock_ns())
+            finally:
+                for r in readers:
+                    await r.__aexit__(None, None, None)
+            market.replaying = False
+            self.market = market
+            self.market_ready = True
+            for topic, n in counts.items():
+                self.metrics.replayed.labels(topic).inc(n)
+            log.info(
+                "market stage rebuilt from %s in %.2f s",
+                ", ".join(f"{t} {spans[TopicPartition(t, 0)]}" for t in INPUT_TOPICS),
+                time.monotonic() - started,
+            )
+
+    @staticmethod
+    async def _decoded(
+        reader: LogReader, tp: TopicPartition, span: tuple[int, int]
+    ) -> AsyncIterator[Any]:
+        kind = DECODERS[tp.topic]
+        async for rec in reader.read({tp: span}):
+            try:
+                yield decode(kind, rec.value)
+            except DecodeError:
+                continue
+
+
+def _event_time(record: Any, interval_ns: int) -> int:
+    if isinstance(record, BarEvent):
+        return record.bar_start_ns + interval_ns
+    if isinstance(record, GapMarker):
+        return record.to_ns
+    return int(record.ts_event_ns)
+
+
+def _apply(market: MarketStage, topic: str, record: Any, now_ns: int) -> list[Out]:
+    if topic == "bars.v1":
+        return market.on_bar(record, now_ns)
+    if topic == "ticks.liquidation.v1":
+        return market.on_liquidation(record, now_ns)
+    if topic == "ticks.funding.v1":
+        return market.on_funding(record, now_ns)
+    return market.on_gap(record, now_ns)
 
 
 def create_app(
@@ -54,8 +251,8 @@ def create_app(
     metrics: PipelineMetrics,
     clock_ns: Callable[[], int] = time.time_ns,
     app_id: str = APP_ID,
-) -> tuple[faust.App, Pipeline]:
-    """A faust app with the pipeline's agents, and the pipeline it drives."""
+) -> tuple[faust.App, WorkerState]:
+    """A faust app with the worker's agents, and the state they drive."""
     app = faust.App(
         app_id,
         broker=f"kafka://{bootstrap}",
@@ -67,13 +264,19 @@ def create_app(
         producer_acks=-1,
         producer_compression_type="lz4",
         producer_linger=0.005,
+        broker_session_timeout=settings.consumer_session_timeout_s,
+        broker_heartbeat_interval=settings.consumer_session_timeout_s / 10,
     )
-    pipeline = Pipeline(
-        universe,
-        settings.bar_interval_s,
-        metrics,
-        grace_s=settings.bar_grace_s,
-    )
+    state = WorkerState(settings, universe, bootstrap, metrics, app_id, clock_ns)
+
+    def highwater(topic: str, partition: int) -> int | None:
+        try:
+            hw = app.consumer.highwater(TopicPartition(topic, partition))
+        except Exception:
+            return None
+        return None if hw is None else int(hw)
+
+    state.highwater = highwater
 
     def raw(name: str) -> Any:
         return app.topic(
@@ -90,44 +293,114 @@ def create_app(
         for rec in records:
             await outputs[rec.topic].send(key=rec.key, value=rec.value)
 
-    def agent(name: str, handle: Callable[[bytes], Awaitable[None]]) -> None:
+    unsaved: dict[int, int] = {}  # partition -> processing time of its first unsaved bar
+    checkpoint_every_ns = int(settings.checkpoint_interval_s * 1e9)
+
+    async def checkpoint(partition: int, now_ns: int, force: bool = False) -> None:
+        # At most one checkpoint per checkpoint_interval_s and partition: each needs a producer
+        # flush (the bars it accounts for must be durable before it is), which would otherwise
+        # throttle a worker catching up on a backlog. A restore re-reads what came after it.
+        first = unsaved.setdefault(partition, now_ns)
+        if not force and now_ns - first < checkpoint_every_ns:
+            return
+        del unsaved[partition]
+        if not state.ticks.holds(partition):
+            return
+        await app.producer.flush()
+        await outputs[STATE_TOPIC].send(
+            key=checkpoint_key(app_id, PRICES, partition), value=state.ticks.checkpoint(partition)
+        )
+
+    lag = {t: metrics.event_time_lag.labels(t) for t in (PRICES, *INPUT_TOPICS)}
+
+    def agent(name: str, handle: Callable[[int, int, int, bytes], Awaitable[None]]) -> None:
         async def consume(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
-            async for value in stream:
+            async for event in stream.events():
+                msg = event.message
                 try:
-                    await handle(value)
+                    await handle(msg.partition, msg.offset, int(msg.timestamp * 1e9), msg.value)
                 except DecodeError as exc:
                     # An undecodable record upstream must not stop the worker: log and skip.
-                    log.error("%s: skipped an invalid record: %s", name, exc)
+                    log.error("%s: skipped an invalid record at %d: %s", name, msg.offset, exc)
+                state.position[name, msg.partition] = msg.offset + 1
                 yield None
 
         consume.__name__ = f"on_{name.replace('.', '_')}"
         consume.__qualname__ = consume.__name__
         app.agent(raw(name), name=f"firesale.{consume.__name__}", concurrency=1)(consume)
 
-    async def on_price(value: bytes) -> None:
-        await send(pipeline.on_price(decode(PriceTick, value), clock_ns()))
+    async def on_price(partition: int, offset: int, produced_ns: int, value: bytes) -> None:
+        await state.ensure_tick_partition(partition, offset)
+        tick = decode(PriceTick, value)
+        now = clock_ns()
+        lag[PRICES].set((now - tick.ts_event_ns) / 1e9)
+        bars = state.ticks.on_price(partition, offset, tick, now, produced_ns)
+        if bars:
+            await send(bars)
+            await checkpoint(partition, now)
 
-    async def on_gap(value: bytes) -> None:
-        pipeline.on_gap(decode(GapMarker, value))
+    def market_agent(topic: str) -> None:
+        kind = DECODERS[topic]
+        interval_ns = settings.bar_interval_s * 1_000_000_000
 
-    async def on_bar(value: bytes) -> None:
-        await send(pipeline.on_bar(decode(BarEvent, value), clock_ns()))
+        async def handle(partition: int, offset: int, produced_ns: int, value: bytes) -> None:
+            await state.ensure_market()
+            record = decode(kind, value)
+            now = clock_ns()
+            lag[topic].set((now - _event_time(record, interval_ns)) / 1e9)
+            state.position[topic, partition] = offset + 1
+            await send(_apply(state.market, topic, record, now))
 
-    async def on_liquidation(value: bytes) -> None:
-        await send(pipeline.on_liquidation(decode(Liquidation, value), clock_ns()))
+        agent(topic, handle)
 
-    async def on_funding(value: bytes) -> None:
-        await send(pipeline.on_funding(decode(Funding, value), clock_ns()))
-
-    agent("ticks.price.v1", on_price)
-    agent("ticks.gap.v1", on_gap)
-    agent("bars.v1", on_bar)
-    agent("ticks.liquidation.v1", on_liquidation)
-    agent("ticks.funding.v1", on_funding)
+    agent(PRICES, on_price)
+    for topic in INPUT_TOPICS:
+        market_agent(topic)
 
     async def idle_sources() -> None:
-        await send(pipeline.tick(clock_ns()))
+        if state.lock.locked():
+            return  # a rebuild is running
+        now = clock_ns()
+        for partition, bars in state.ticks.advance(now).items():
+            await send(bars)
+            await checkpoint(partition, now)
+        for partition, since in list(unsaved.items()):
+            if now - since >= checkpoint_every_ns:
+                await checkpoint(partition, now, force=True)
+        if state.market_ready:
+            await send(state.market.tick(now))
+        for (topic, partition), pos in list(state.position.items()):
+            hw = highwater(topic, partition)
+            if hw is not None:
+                metrics.consumer_lag.labels(topic, str(partition)).set(max(0, hw - pos))
 
     app.timer(interval=1.0)(idle_sources)
 
-    return app, pipeline
+    async def on_revoked(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
+        state.revoke({(tp.topic, tp.partition) for tp in revoked})
+
+    app.on_partitions_revoked.connect(on_revoked)  # type: ignore[arg-type]
+
+    async def on_assigned(sender: Any, assigned: set[Any], **kwargs: Any) -> None:
+        # Restore assigned price partitions now, not at their next record: an idle partition
+        # must still close its bars on the idle timeout.
+        tps = [TopicPartition(tp.topic, tp.partition) for tp in assigned if tp.topic == PRICES]
+        if tps:
+            task = asyncio.ensure_future(restore(tps))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+    async def restore(tps: list[TopicPartition]) -> None:
+        try:
+            committed = await committed_offsets(bootstrap, app_id, tps)
+            async with LogReader(bootstrap) as reader:
+                starts = {tp: committed[tp] or await reader.start_offset(tp, None) for tp in tps}
+            for tp, offset in starts.items():
+                await state.ensure_tick_partition(tp.partition, offset)
+        except Exception:  # the first record of the partition retries
+            log.exception("restoring %s at assignment failed; retried at its next record", tps)
+
+    tasks: set[asyncio.Future[None]] = set()
+    app.on_partitions_assigned.connect(on_assigned)  # type: ignore[arg-type]
+
+    return app, state

@@ -7,6 +7,7 @@ published is a valid event of its topic.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 
 import numpy as np
@@ -78,54 +79,78 @@ def test_scenario_fire_sale_is_flagged_inside_the_labelled_phase() -> None:
     assert metrics.bars._value.get() == by_topic["signals.correlation.v1"]
 
 
-def test_gap_marks_overlapping_bars_stale() -> None:
+def test_gap_makes_the_venues_assets_missing_in_overlapping_bars() -> None:
+    """A gap marker of binance (BTC's primary venue) blanks BTC in the bars it overlaps.
+
+    The bar itself had a tick, so ``bars.v1`` carries it as fresh; the market stage must
+    still not compute a return into or out of it: returns 60..120 and 120..180 are None.
+    """
     universe = load_universe(None)
     pipe = Pipeline(universe, 60, PipelineMetrics.create(CollectorRegistry()))
     base = {"asset_class": "crypto", "kind": "mark", "venue": "binance", "symbol": "BTCUSDT"}
     s = 10**9
-    pipe.on_gap(
-        GapMarker(
-            venue="binance",
-            channel="markPrice",
-            from_ns=T0 + 70 * s,
-            to_ns=T0 + 100 * s,
-            reason="disconnect",
-            ts_recv_ns=T0 + 100 * s,
-        )
+    gap = GapMarker(
+        venue="binance",
+        channel="markPrice",
+        from_ns=T0 + 70 * s,
+        to_ns=T0 + 100 * s,
+        reason="disconnect",
+        ts_recv_ns=T0 + 100 * s,
     )
-    out = []
-    for sec, price in [(1, 100.0), (61, 101.0), (130, 102.0), (190, 103.0)]:
+    assert pipe.on_gap(gap, T0) == []
+    bars: list[BarEvent] = []
+    records: list[SignalEvent] = []
+    for sec, price in [(1, 100.0), (61, 101.0), (130, 102.0), (190, 103.0), (250, 104.0)]:
         tick = PriceTick(
             asset="BTC", ts_event_ns=T0 + sec * s, ts_recv_ns=T0 + sec * s, price=price, **base
         )  # type: ignore[arg-type]
-        out += [decode(BarEvent, r.value) for r in pipe.on_price(tick, T0 + sec * s)]
-    assert [(b.bar_start_ns - T0) // s for b in out] == [0, 60, 120]
-    # every bar had a tick, but 60..120 overlaps the gap: its return must not be trusted
-    assert [b.stale for b in out] == [False, True, False]
-    assert [b.n_ticks for b in out] == [1, 1, 1]
+        for rec in pipe.on_price(tick, T0 + sec * s):
+            bar = decode(BarEvent, rec.value)
+            bars.append(bar)
+            out = pipe.on_bar(bar, T0 + sec * s)
+            # the other six universe assets never report: the first bar waits 10 s for them
+            out += pipe.market.tick(T0 + (sec + 11) * s)
+            records += [decode(SignalEvent, r.value) for r in out if r.topic.startswith("signals.")]
+    assert [((b.bar_start_ns - T0) // s, b.close, b.stale) for b in bars] == [
+        (0, 100.0, False),
+        (60, 101.0, False),
+        (120, 102.0, False),
+        (180, 103.0, False),
+    ]
+    by_bar = {(r.ts_event_ns - T0) // s: r.data["returns"]["BTC"] for r in records}  # type: ignore[index]
+    assert by_bar[0] is None  # first bar: no previous close
+    assert by_bar[60] is None  # overlaps the gap
+    assert by_bar[120] is None  # previous bar was blanked: no return across the gap
+    assert by_bar[180] == pytest.approx(math.log(103.0 / 102.0), rel=1e-12)
 
 
-def test_assembler_releases_overdue_bars_with_nan_for_missing_assets() -> None:
-    asm = BarAssembler(["BTC", "ETH"], 60, max_wait_bars=2, silent_after_bars=3)
-    m = 60 * 10**9
-    assert asm.add("BTC", 0, 1.0, stale=False) == []
-    assert asm.add("ETH", 0, 2.0, stale=False) == []  # the first bar waits until overdue
-    assert asm.add("BTC", m, 1.1, stale=False) == []
-    first = asm.add("BTC", 2 * m, 1.2, stale=False)
-    assert [t for t, _ in first] == [0]
-    assert list(first[0][1]) == [1.0, 2.0]
-    released = asm.add("BTC", 3 * m, 1.3, stale=False)  # ETH silent: bar 1 is now overdue
-    assert [t for t, _ in released] == [m]
-    assert released[0][1][0] == 1.1
-    assert np.isnan(released[0][1][1])
-    assert asm.add("ETH", m, 2.1, stale=False) == []  # too late: counted, not merged
+def test_assembler_waits_for_every_expected_asset_and_expires_a_silent_one() -> None:
+    asm = BarAssembler(["BTC", "ETH"], 60, max_wait_s=1.0, dropout_wait_s=5.0)
+    m, s = 60 * 10**9, 10**9
+    # BTC's bar builder races ahead (a backlog): nothing is released without ETH
+    for k in range(4):
+        assert asm.add("BTC", k * m, 1.0 + k, stale=False, now_ns=0) == []
+    first = asm.add("ETH", 0, 2.0, stale=False, now_ns=s)
+    assert [(t, c.tolist()) for t, c in first] == [(0, [1.0, 2.0])]
+    both = asm.add("ETH", m, 2.1, stale=True, now_ns=s)  # stale: NaN, but it reported
+    assert [t for t, _ in both] == [m]
+    assert both[0][1][0] == 2.0
+    assert np.isnan(both[0][1][1])
+    assert asm.expire(5 * s) == []  # bar 2 has waited 4 s
+    expired = asm.expire(6 * s)  # 5 s: ETH's worker is gone, ETH is declared absent
+    assert [t for t, _ in expired] == [2 * m, 3 * m]
+    assert expired[0][1][0] == 3.0
+    assert np.isnan(expired[0][1][1])
+    assert asm.absent == {"ETH"}
+    assert asm.expired == 1
+    assert [t for t, _ in asm.add("BTC", 4 * m, 5.0, stale=False, now_ns=7 * s)] == [4 * m]
+    assert asm.add("ETH", 2 * m, 2.2, stale=False, now_ns=7 * s) == []  # late: dropped
     assert asm.late_bars == 1
-    assert [t for t, _ in asm.add("BTC", 4 * m, 1.4, stale=False)] == [2 * m]  # overdue
-    # bar 3 is overdue too; from bar 4 on ETH counts as silent (no bar for 3 bars), so BTC
-    # alone completes bars 4 and 5 without waiting
-    assert [t for t, _ in asm.add("BTC", 5 * m, 1.5, stale=False)] == [3 * m, 4 * m, 5 * m]
-    assert asm.add("BTC", 5 * m, 1.5, stale=False) == []
-    assert asm.duplicates == 0  # bar 5 was already released: late, not a pending duplicate
+    assert asm.absent == set()
+    assert asm.add("BTC", 5 * m, 6.0, stale=False, now_ns=8 * s) == []  # waits for ETH now
+    assert [t for t, _ in asm.add("ETH", 5 * m, 2.5, stale=False, now_ns=8 * s)] == [5 * m]
+    assert asm.add("ETH", 5 * m, 2.5, stale=False, now_ns=8 * s) == []
+    assert asm.duplicates == 0
     assert asm.late_bars == 2
 
 

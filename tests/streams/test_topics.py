@@ -8,7 +8,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from streams.topics import DAY_MS, TOPICS, TopicSpec, ensure_topics, topic
+from streams.topics import DAY_MS, INTERNAL_TOPICS, TOPICS, TopicSpec, ensure_topics, topic
 
 pytestmark = pytest.mark.kafka
 
@@ -33,12 +33,23 @@ def test_registry_holds_every_topic_of_the_design() -> None:
         topic("bars")
 
 
+def test_market_inputs_share_one_partition_and_checkpoints_are_compacted() -> None:
+    # faust gives co-partitioned topics (same partition count) to the same worker: the market
+    # stage needs bars, liquidations, funding and gaps together, in one ordered log each.
+    for name in ("bars.v1", "ticks.liquidation.v1", "ticks.funding.v1", "ticks.gap.v1"):
+        assert topic(name).partitions == 1, name
+    assert topic("ticks.price.v1").partitions == 3  # the tick stage scales out over these
+    (state,) = INTERNAL_TOPICS
+    assert (state.name, state.partitions, state.cleanup_policy) == ("worker.state.v1", 1, "compact")
+
+
 async def test_create_is_idempotent_and_applies_configs(kafka_bootstrap: str) -> None:
+    everything = EXPECTED | {"worker.state.v1"}
     first = await ensure_topics(kafka_bootstrap)
     second = await ensure_topics(kafka_bootstrap)
-    assert {r.name for r in first} == EXPECTED
+    assert {r.name for r in first} == everything
     assert {r.action for r in first} <= {"created", "exists"}
-    assert {(r.name, r.action) for r in second} == {(n, "exists") for n in EXPECTED}
+    assert {(r.name, r.action) for r in second} == {(n, "exists") for n in everything}
 
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     await admin.start()
