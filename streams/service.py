@@ -115,6 +115,33 @@ async def run_scenario_source(
     report(f"scenario {name}: {run.events} events produced ({state})")
 
 
+async def run_replay_source(
+    settings: Settings,
+    universe: Universe,
+    bootstrap: str,
+    files: Sequence[Path],
+    speed: float | None,
+    registry: CollectorRegistry,
+    report: Callable[[str], None],
+) -> None:
+    """Replay recorded frames (``firesale connect --record``) through the live parse path."""
+    from connectors.app import replay_files
+    from connectors.metrics import ConnectorMetrics
+    from connectors.sink import KafkaSink
+
+    instruments = await asyncio.to_thread(
+        resolve_instruments, settings, universe, settings.venue_list
+    )
+    sink = KafkaSink(bootstrap, ConnectorMetrics.create(CollectorRegistry()))
+    await sink.start()
+    try:
+        count = await replay_files(files, instruments, sink, registry, speed)
+        await sink.flush()
+    finally:
+        await sink.stop()
+    report(f"replayed {count} frames from {len(files)} recording(s)")
+
+
 async def run_service(
     settings: Settings,
     universe: Universe,
@@ -123,8 +150,10 @@ async def run_service(
     scenario: str | None = None,
     speed: float | None = None,
     with_worker: bool = True,
+    replay: Sequence[Path] = (),
 ) -> None:
-    """Run a source (live connectors or a scenario) and a stream worker until SIGINT/SIGTERM."""
+    """Run a source (live connectors, a scenario or recordings) and a stream worker until
+    SIGINT/SIGTERM."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -136,12 +165,29 @@ async def run_service(
     with contextlib.ExitStack() as stack:
         if with_worker:
             stack.enter_context(worker_process(settings, bootstrap, report))
-        if scenario is not None:
-            await run_scenario_source(
-                settings, universe, bootstrap, scenario, speed, stop, registry, report
-            )
+        if scenario is not None or replay:
+            if scenario is not None:
+                await run_scenario_source(
+                    settings, universe, bootstrap, scenario, speed, stop, registry, report
+                )
+            else:
+                task = asyncio.ensure_future(
+                    run_replay_source(
+                        settings, universe, bootstrap, replay, speed, registry, report
+                    )
+                )
+                stopper = asyncio.ensure_future(stop.wait())
+                await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                stopper.cancel()
+                if not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+                    report("replay stopped")
+                else:
+                    task.result()  # a bad recording raises here, with its reason
             if not stop.is_set():
-                report("scenario finished; the worker keeps running. Ctrl-C to stop.")
+                report("source finished; the worker keeps running. Ctrl-C to stop.")
                 await stop.wait()
         else:
             await _run_live(settings, universe, bootstrap, report, stop, registry)
