@@ -245,7 +245,7 @@ class MarketStage:
         for source in events:
             event = signal_event(source, now_ns)
             if not self.replaying:
-                self.metrics.signal_events.labels(event.type).inc()
+                self.metrics.observe_event(event.type, event.subject)
             out.append(_out(event))
         return out
 

@@ -36,6 +36,8 @@ class PipelineMetrics:
     consumer_lag: Gauge
     event_time_lag: Gauge
     replayed: Counter
+    cascade_active: Gauge
+    funding_extreme_active: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> PipelineMetrics:
@@ -137,6 +139,18 @@ class PipelineMetrics:
                 ["topic"],
                 registry=registry,
             ),
+            cascade_active=Gauge(
+                "firesale_liquidation_cascade_active",
+                "1 while a liquidation cascade is on, by asset and liquidated side.",
+                ["asset", "side"],
+                registry=registry,
+            ),
+            funding_extreme_active=Gauge(
+                "firesale_funding_extreme_active",
+                "1 while an asset's funding is in an extreme episode (z or negative).",
+                ["asset"],
+                registry=registry,
+            ),
             replayed=Counter(
                 "firesale_recovery_replayed_records",
                 "Records re-read from Kafka to rebuild state after a restart or rebalance.",
@@ -159,3 +173,17 @@ class PipelineMetrics:
         lag_s = (ts_emit_ns - signals.bar_start_ns) / 1e9 - interval_s
         if math.isfinite(lag_s) and lag_s >= 0:
             self.bar_lag.observe(lag_s)
+
+    def observe_event(self, event_type: str, subject: str) -> None:
+        """Count a published signal event and keep the episode gauges (cascades, funding)."""
+        self.signal_events.labels(event_type).inc()
+        if event_type.startswith("liquidation.cascade."):
+            asset, _, side = subject.partition(":")
+            if event_type.endswith(".start"):
+                self.cascade_active.labels(asset, side).set(1)
+            elif event_type.endswith(".end"):
+                self.cascade_active.labels(asset, side).set(0)
+        elif event_type == "funding.extreme.start":
+            self.funding_extreme_active.labels(subject).set(1)
+        elif event_type == "funding.extreme.end":
+            self.funding_extreme_active.labels(subject).set(0)

@@ -60,6 +60,8 @@ PIPELINE_FAMILIES = {
     "firesale_consumer_lag_records": "gauge",
     "firesale_event_time_lag_seconds": "gauge",
     "firesale_recovery_replayed_records_total": "counter",
+    "firesale_liquidation_cascade_active": "gauge",
+    "firesale_funding_extreme_active": "gauge",
 }
 CONNECTOR_FAMILIES = {
     "firesale_connector_events_total": "counter",
@@ -117,6 +119,8 @@ def _populated_pipeline(registry: CollectorRegistry) -> PipelineMetrics:
     m.consumer_lag.labels("ticks.price.v1", "0").set(12)
     m.event_time_lag.labels("ticks.price.v1").set(0.8)
     m.replayed.labels("ticks.price.v1").inc(250)
+    m.observe_event("liquidation.cascade.start", "BTC:long")
+    m.observe_event("funding.extreme.start", "ETH")
     return m
 
 

@@ -77,6 +77,16 @@ def test_scenario_fire_sale_is_flagged_inside_the_labelled_phase() -> None:
     ids = [decode(SignalEvent, v).id for t, v in out if t.startswith("signals.")]
     assert ids == [decode(SignalEvent, v).id for t, v in again if t.startswith("signals.")]
     assert metrics.bars._value.get() == by_topic["signals.correlation.v1"]
+    # episode gauges follow the last start/end of each cascade subject
+    last: dict[str, str] = {}
+    for r in records:
+        if r.type.startswith("liquidation.cascade.") and not r.type.endswith(".peak"):
+            last[r.subject] = r.type
+    assert last
+    for subject, kind in last.items():
+        asset, side = subject.split(":")
+        gauge = metrics.cascade_active.labels(asset, side)._value.get()
+        assert gauge == (1.0 if kind.endswith(".start") else 0.0), subject
 
 
 def test_gap_makes_the_venues_assets_missing_in_overlapping_bars() -> None:
