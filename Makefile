@@ -47,6 +47,7 @@ kafka-jars: install            ## fetch the Kafka broker jars once (cached in ~/
 bench: install                 ## benchmarks with their baselines measured in the same run
 	$(BIN)/python -m bench.correlation
 	$(BIN)/python -m bench.connectors
+	$(BIN)/python -m bench.pipeline
 
 schemas: install               ## regenerate streams/schemas/*.json from the event types
 	$(BIN)/python -m streams.events_schemas

@@ -175,16 +175,28 @@ def run(
     ] = None,
     speed: Annotated[
         float | None,
-        typer.Option(help="scenario speed, X times real time (default: as fast as possible)"),
+        typer.Option(
+            help="scenario/replay speed, X times real time (default: as fast as possible)"
+        ),
+    ] = None,
+    replay: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="recorded frames (connect --record) instead of the live venues; repeatable"
+        ),
     ] = None,
 ) -> None:
     """Run the service: Kafka (embedded unless FIRESALE_KAFKA_BOOTSTRAP is set), its topics,
-    the live connectors of every reachable venue (or --scenario) and a stream worker.
+    the live connectors of every reachable venue (or --scenario, or --replay FILE) and a
+    stream worker.
 
     Stops cleanly on Ctrl-C or SIGTERM, and the embedded broker with it.
     """
+    from connectors.markets import MarketsUnavailableError
     from streams.service import run_service
 
+    if scenario is not None and replay:
+        raise _fail("--scenario and --replay are two sources: give one", 2)
     settings = _settings()
     universe = _universe(settings)
     logging.basicConfig(
@@ -205,9 +217,17 @@ def run(
             f"universe: {len(universe.assets)} assets in {len(universe.classes)} classes "
             f"({', '.join(universe.classes)})"
         )
-        asyncio.run(run_service(settings, universe, bootstrap, console.print, scenario, speed))
+        asyncio.run(
+            run_service(
+                settings, universe, bootstrap, console.print, scenario, speed, replay=replay or ()
+            )
+        )
     except broker.KafkaLauncherError as exc:
         raise _fail(str(exc)) from None
+    except (MarketsUnavailableError, ValueError) as exc:  # a bad recording is a ValueError
+        if not replay:
+            raise
+        raise _fail(f"--replay: {exc}", 2) from None
     finally:
         if embedded:
             try:
@@ -215,6 +235,27 @@ def run(
                 console.print("embedded Kafka stopped")
             except broker.BrokerNotRunningError:
                 pass
+
+
+@app.command("demo")
+def demo(
+    speed: Annotated[
+        float | None, typer.Option(min=1, help="X times real time (default 700: ~3 min)")
+    ] = None,
+    seconds: Annotated[float | None, typer.Option(min=1, help="stop after N seconds")] = None,
+    no_live: Annotated[bool, typer.Option("--no-live", help="plain snapshots (no TTY)")] = False,
+) -> None:
+    """The synthetic fire sale at high speed, with a live view of prices, correlations,
+    the co-selling score and flags. Kafka: a fresh embedded broker unless
+    FIRESALE_KAFKA_BOOTSTRAP is set. Ctrl-C stops everything."""
+    from streams import demo as d
+
+    settings = _settings()
+    try:
+        d.demo(settings, _universe(settings), console, speed=speed or d.DEFAULT_SPEED,
+               seconds=seconds, live=not no_live)  # fmt: skip
+    except (broker.KafkaLauncherError, d.DemoError) as exc:
+        raise _fail(str(exc)) from None
 
 
 @app.command("tail")

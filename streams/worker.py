@@ -30,7 +30,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import faust
 from aiokafka import TopicPartition
@@ -45,6 +45,8 @@ from streams.tick_stage import Out, TickStage
 log = logging.getLogger("firesale.worker")
 
 APP_ID = "firesale"
+BATCH_MAX = 2000
+BATCH_WITHIN_S = 0.005
 PRICES = "ticks.price.v1"
 OUTPUT_TOPICS = (
     "bars.v1",
@@ -264,6 +266,8 @@ def create_app(
         producer_acks=-1,
         producer_compression_type="lz4",
         producer_linger=0.005,
+        # faust keeps a data directory even with the memory store: not in the working directory
+        datadir=str(settings.cache_dir / "faust" / "{conf.id}-data"),
         broker_session_timeout=settings.consumer_session_timeout_s,
         broker_heartbeat_interval=settings.consumer_session_timeout_s / 10,
     )
@@ -313,16 +317,24 @@ def create_app(
 
     lag = {t: metrics.event_time_lag.labels(t) for t in (PRICES, *INPUT_TOPICS)}
 
-    def agent(name: str, handle: Callable[[int, int, int, bytes], Awaitable[None]]) -> None:
+    def agent(
+        name: str, handle: Callable[[int, int, int, bytes], Awaitable[None]], batch: int = 1
+    ) -> None:
         async def consume(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
-            async for event in stream.events():
-                msg = event.message
-                try:
-                    await handle(msg.partition, msg.offset, int(msg.timestamp * 1e9), msg.value)
-                except DecodeError as exc:
-                    # An undecodable record upstream must not stop the worker: log and skip.
-                    log.error("%s: skipped an invalid record at %d: %s", name, msg.offset, exc)
-                state.position[name, msg.partition] = msg.offset + 1
+            # Price ticks come in batches: faust's per-event overhead dwarfs our per-tick work
+            # (bench/pipeline.py: ~30 % less CPU per tick); the rest one by one, for latency.
+            batches = cast("faust.Stream[bytes]", stream).take_events(batch, BATCH_WITHIN_S)
+            async for events in batches:
+                for event in events:
+                    msg = event.message
+                    try:
+                        await handle(
+                            msg.partition, msg.offset, int(msg.timestamp * 1e9), msg.value or b""
+                        )
+                    except DecodeError as exc:
+                        # An undecodable record upstream must not stop the worker: log and skip.
+                        log.error("%s: skipped an invalid record at %d: %s", name, msg.offset, exc)
+                    state.position[name, msg.partition] = msg.offset + 1
                 yield None
 
         consume.__name__ = f"on_{name.replace('.', '_')}"
@@ -353,7 +365,7 @@ def create_app(
 
         agent(topic, handle)
 
-    agent(PRICES, on_price)
+    agent(PRICES, on_price, batch=BATCH_MAX)
     for topic in INPUT_TOPICS:
         market_agent(topic)
 

@@ -12,11 +12,16 @@ from pathlib import Path
 
 import pytest
 
+from connectors.record import FrameRecorder
 from deploy.kafka import broker
 from streams.events import Liquidation, SignalEvent, decode
 from tests.connectors.fake_bybit import FakeBybit
 from tests.connectors.kafka_tail import Tail
 from tests.connectors.rose_universe import write_rose_universe
+from tests.deploy.test_metrics_lint import FUNDING, LIQ
+from tests.deploy.test_metrics_lint import _samples as metric_samples
+from tests.deploy.test_metrics_lint import _universe as lint_universe
+from tests.deploy.test_metrics_lint import _wait_for as wait_for_metrics
 
 pytestmark = pytest.mark.kafka
 
@@ -141,3 +146,48 @@ async def test_run_scenario_produces_signals_offline_and_stops_everything(tmp_pa
     assert {r.type for r in records} == {"correlation.bar"}
     assert all(set(r.data["returns"]) == {"BTC", "ETH", "SOL", "XRP", "GOLD", "SPX", "NDX"}
                for r in records)  # fmt: skip
+
+
+def test_run_replay_feeds_recorded_frames_through_the_worker(tmp_path: Path) -> None:
+    """`firesale run --replay FILE`: recorded Bybit frames → embedded Kafka → the worker."""
+    port, metrics_port = broker.free_port(), broker.free_port()
+    env = {
+        **os.environ,
+        **lint_universe(tmp_path),
+        "FIRESALE_KAFKA_HOME": str(tmp_path / "kafka"),
+        "FIRESALE_KAFKA_PORT": str(port),
+        "FIRESALE_VENUES": "bybit",
+        "FIRESALE_METRICS_PORT": str(metrics_port),  # the worker serves metrics_port + 1
+    }
+    env.pop("FIRESALE_KAFKA_BOOTSTRAP", None)
+    rec = FrameRecorder(tmp_path / "rec")
+    now_ns = time.time_ns()
+    # fundingRate 0.0001 per 8 h on BTCUSDT; 20,000 ROSE liquidated at 0.04499 (a short)
+    rec.write("bybit-linear-0", now_ns, (FIXTURES / "bybit_tickers.json").read_text())
+    rec.write("bybit-linear-0", now_ns + 1, (FIXTURES / "bybit_allLiquidation.json").read_text())
+    rec.close()
+    log = tmp_path / "run.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streams", "run", *(f"--replay={f}" for f in rec.files)],
+        env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        text = wait_for_metrics(metrics_port + 1, lambda s: LIQ in s and FUNDING in s, proc, 120)
+    finally:
+        _stop(proc, tmp_path / "kafka")
+    out = log.read_text()
+    assert text, out[-3000:]
+    assert "replayed 2 frames from 1 recording(s)" in out
+    assert "stream worker stopped (exit 0)" in out
+    samples = metric_samples(text)
+    assert samples[LIQ] == pytest.approx(20_000 * 0.04499)
+    assert samples[FUNDING] == pytest.approx(0.0001 * 3 * 365)
+
+
+def test_run_refuses_two_sources() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "streams", "run", "--scenario", "calm", "--replay", "x.jsonl.gz"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "--scenario and --replay are two sources: give one" in proc.stdout + proc.stderr
