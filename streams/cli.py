@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Annotated, cast
@@ -203,10 +204,17 @@ def run(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
     embedded = settings.kafka_bootstrap is None
+    home = settings.kafka_home
+    if embedded and scenario is not None:
+        # A synthetic market gets a broker of its own, emptied first: its event clock runs
+        # ahead of real time, so a second run on the same logs and worker checkpoints would
+        # start behind the first one's watermark and be dropped as late.
+        home = home.with_name(home.name + "-scenario")
+        shutil.rmtree(home, ignore_errors=True)
     try:
         if embedded:
-            console.print(f"starting the embedded Kafka in {settings.kafka_home} ...")
-            info = broker.start(settings.kafka_home, settings.kafka_port or None, detach=False)
+            console.print(f"starting the embedded Kafka in {home} ...")
+            info = broker.start(home, settings.kafka_port or None, detach=False)
             bootstrap = info.bootstrap
             console.print(f"embedded Kafka {info.kafka_version} on {bootstrap} (pid {info.pid})")
         else:
@@ -231,7 +239,7 @@ def run(
     finally:
         if embedded:
             try:
-                broker.stop(settings.kafka_home)
+                broker.stop(home)
                 console.print("embedded Kafka stopped")
             except broker.BrokerNotRunningError:
                 pass

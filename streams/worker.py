@@ -255,6 +255,7 @@ def create_app(
     app_id: str = APP_ID,
 ) -> tuple[faust.App, WorkerState]:
     """A faust app with the worker's agents, and the state they drive."""
+    (settings.cache_dir / "faust").mkdir(parents=True, exist_ok=True)  # faust makes one level
     app = faust.App(
         app_id,
         broker=f"kafka://{bootstrap}",

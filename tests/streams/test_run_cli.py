@@ -135,8 +135,9 @@ async def test_run_scenario_produces_signals_offline_and_stops_everything(tmp_pa
         await tail.mark()
         got = await tail.collect(lambda out: len(out["signals.correlation.v1"]) >= 20, 240)
     finally:
-        _stop(proc, tmp_path / "kafka")
+        _stop(proc, tmp_path / "kafka-scenario")  # a scenario gets a broker of its own
     out = log.read_text()
+    assert f"starting the embedded Kafka in {tmp_path / 'kafka-scenario'}" in out
     assert "scenario phase fire_sale:" in out
     assert "stream worker stopped (exit 0)" in out
     records = [decode(SignalEvent, r.value) for r in got["signals.correlation.v1"]]
