@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -44,6 +45,7 @@ from streams.events import encode
 log = logging.getLogger("firesale.connectors.scenario")
 
 YIELD_EVERY = 1_000
+SCENARIO_CONNECTION = "scenario"
 """At ``speed=None``, hand the event loop back every this many events (``stop`` is honoured)."""
 
 
@@ -108,7 +110,9 @@ async def run_scenario(
     labels_path
         If given, the phase intervals are written there as JSON lines first.
     metrics
-        If given, ``ticks`` counts the events by venue and kind, as for live venues.
+        If given, ``ticks`` counts the events by venue and kind, as for live venues, and each
+        venue shows as connection ``scenario``: up while the run lasts, its last message time
+        the wall clock of its latest event.
 
     Examples
     --------
@@ -146,6 +150,10 @@ async def run_scenario(
     last: int | None = None
     wall0 = clock()
     completed = True
+    # Each venue the scenario emits for is one "scenario" connection for the feed metrics (up
+    # from its first event to the end of the run, last message = wall clock of its latest
+    # event): dashboards and feed alerts work offline.
+    last_seen: dict[str, Any] = {}
     for tick in generate(params, assets, start_ns, seed):
         event = tick.event
         if speed is not None:
@@ -163,9 +171,19 @@ async def run_scenario(
             refused += 1
         if metrics is not None:
             metrics.ticks.labels(event.venue, KIND_OF[type(event)]).inc()
+            gauge = last_seen.get(event.venue)
+            if gauge is None:
+                metrics.connection_up.labels(event.venue, SCENARIO_CONNECTION).set(1)
+                gauge = last_seen[event.venue] = metrics.last_message.labels(
+                    event.venue, SCENARIO_CONNECTION
+                )
+            gauge.set(clock() / 1e9)
         by_topic[topic] = by_topic.get(topic, 0) + 1
         count += 1
         last = event.ts_event_ns
+    if metrics is not None:
+        for venue in last_seen:
+            metrics.connection_up.labels(venue, SCENARIO_CONNECTION).set(0)
     log.info("scenario %s: %d events (%d refused by the sink)",
              "done" if completed else "stopped", count, refused)  # fmt: skip
     return ScenarioRun(count, refused, by_topic, last, completed)

@@ -424,3 +424,30 @@ async def test_run_scenario_paces_event_time_and_stops() -> None:
     assert run.last_ts_event_ns < T0 + NS  # stopped ~50 ms in: well before 1 s of sim time
     with pytest.raises(InvalidInputError, match="speed"):
         await run_scenario(ListSink(), p, ASSETS, T0, 0.0, asyncio.Event())
+
+
+async def test_run_scenario_reports_each_venue_as_a_feed() -> None:
+    """Feed metrics (up, last message) per venue, so dashboards and feed alerts work offline."""
+    from prometheus_client import CollectorRegistry
+
+    from connectors.metrics import ConnectorMetrics
+
+    metrics = ConnectorMetrics.create(CollectorRegistry())
+    p = ScenarioParams(phases=(Phase("calm", 30),), **FAST)  # type: ignore[arg-type]
+    ticks = itertools.count(1_000 * NS, NS)  # a wall clock that moves 1 s per reading
+    sink = ListSink()
+    run = await run_scenario(
+        sink, p, ASSETS, T0, None, asyncio.Event(), clock=lambda: next(ticks), metrics=metrics
+    )
+    venues = sorted({json.loads(v)["venue"] for _, _, v in sink.messages})
+    assert len(venues) >= 2
+    last_clock = next(ticks) / NS - 1  # the reading taken for the last event
+    per_venue = {}
+    for venue in venues:
+        up = metrics.connection_up.labels(venue, "scenario")._value.get()
+        assert up == 0.0  # the run is over: the feed is down
+        per_venue[venue] = metrics.last_message.labels(venue, "scenario")._value.get()
+    last_venue = json.loads(sink.messages[-1][2])["venue"]
+    assert per_venue[last_venue] == last_clock
+    assert all(1_000 < t <= last_clock for t in per_venue.values())
+    assert run.completed
