@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from rich.console import Console
 
 from connectors.scenario import ScenarioParams, phase_schedule
+from deploy.kafka import broker
 from signals.detector import DetectorParams, MarketDetector
 from signals.liquidations import LiquidationCascadeDetector, LiquidationParams
 from streams.demo import DemoView, format_price
@@ -249,9 +250,17 @@ async def _read(bootstrap: str, start: dict[TopicPartition, int],
 
 
 @pytest.mark.kafka
-async def test_demo_command_shows_the_pipeline_output_and_the_flag(
-    kafka_bootstrap: str, tmp_path: Path
-) -> None:
+async def test_demo_command_shows_the_pipeline_output_and_the_flag(tmp_path: Path) -> None:
+    # A broker of its own: the session broker's ticks.* hold other tests' scenario ticks, whose
+    # event times run hours ahead; a new consumer group reads them first and drops ours as late.
+    info = broker.start(tmp_path / "kafka", None, detach=False)
+    try:
+        await _demo_run(info.bootstrap, tmp_path)
+    finally:
+        broker.stop(tmp_path / "kafka")
+
+
+async def _demo_run(kafka_bootstrap: str, tmp_path: Path) -> None:
     topics = ["bars.v1", "signals.correlation.v1", "signals.cosell.v1"]
     subprocess.run([sys.executable, "-m", "streams", "topics", "create", "--bootstrap",
                     kafka_bootstrap], check=True, capture_output=True)  # fmt: skip
