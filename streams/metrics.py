@@ -100,7 +100,8 @@ class PipelineMetrics:
             ),
             bar_lag=Histogram(
                 "firesale_bar_signal_lag_seconds",
-                "From a bar's end (event time) to its signal record (processing time).",
+                "From a bar's end (event time) to its signal record (processing time); "
+                "0 when event time runs ahead of the worker's clock.",
                 buckets=(0.5, 1, 2, 3, 5, 10, 30, 60, 300),
                 registry=registry,
             ),
@@ -171,8 +172,10 @@ class PipelineMetrics:
         self.turbulence.set(signals.turbulence)
         self.last_signal.set(ts_emit_ns / 1e9)
         lag_s = (ts_emit_ns - signals.bar_start_ns) / 1e9 - interval_s
-        if math.isfinite(lag_s) and lag_s >= 0:
-            self.bar_lag.observe(lag_s)
+        if math.isfinite(lag_s):
+            # Negative only when event time runs ahead of this clock (a scenario or replay
+            # at speed, exchange clock skew): no lag is measurable, observed as 0.
+            self.bar_lag.observe(max(lag_s, 0.0))
 
     def observe_event(self, event_type: str, subject: str) -> None:
         """Count a published signal event and keep the episode gauges (cascades, funding)."""

@@ -1,0 +1,1 @@
+"""Kubernetes manifests (kustomize) and the generator of their PrometheusRule."""
