@@ -11,7 +11,7 @@ from rich.console import Console
 
 from streams.config import ConfigError, load_settings, load_universe
 from streams.market_stage import INPUT_TOPICS as MARKET_INPUTS
-from streams.topics import ensure_topics
+from streams.topics import wait_for_topics
 
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -35,7 +35,11 @@ def worker() -> None:
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
     bootstrap = bootstrap_or_exit(settings)
-    for rep in asyncio.run(ensure_topics(bootstrap)):
+
+    def waiting(line: str) -> None:
+        err.print(f"[yellow]{line}[/]", highlight=False)
+
+    for rep in asyncio.run(wait_for_topics(bootstrap, waiting)):
         if rep.action != "exists":
             console.print(f"topic {rep.name}: {rep.action} {rep.detail}", highlight=False)
         if rep.action == "drift" and "partitions" in rep.detail and rep.name in MARKET_INPUTS:

@@ -8,7 +8,7 @@ any drift between the registry and the cluster.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -243,3 +243,31 @@ async def _describe_settled(
         if settled or asyncio.get_running_loop().time() > deadline:
             return described
         await asyncio.sleep(0.2)
+
+
+async def wait_for_topics(
+    bootstrap: str,
+    report: Callable[[str], None],
+    first_delay_s: float = 1.0,
+    max_delay_s: float = 30.0,
+    attempt_timeout_ms: int = 10_000,
+) -> list[TopicReport]:
+    """:func:`ensure_topics`, retried with exponential backoff until Kafka answers.
+
+    A worker or connector started before its broker (containers starting together, a broker
+    being restarted) waits and says so, once per attempt, instead of exiting.
+    """
+    delay = first_delay_s
+    attempt = 1
+    while True:
+        try:
+            return await ensure_topics(bootstrap, timeout_ms=attempt_timeout_ms)
+        except Exception as exc:  # aiokafka raises several types for "cannot reach"
+            reason = str(exc) or type(exc).__name__
+            report(
+                f"Kafka at {bootstrap} unreachable (attempt {attempt}: {reason}); "
+                f"retrying in {delay:.0f} s"
+            )
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, max_delay_s)
+        attempt += 1
