@@ -266,7 +266,7 @@ async def wait_for_topics(
             reason = str(exc) or type(exc).__name__
             report(
                 f"Kafka at {bootstrap} unreachable (attempt {attempt}: {reason}); "
-                f"retrying in {delay:.0f} s"
+                f"retrying in {delay:.0f} s (check FIRESALE_KAFKA_BOOTSTRAP)"
             )
         await asyncio.sleep(delay)
         delay = min(delay * 2, max_delay_s)
