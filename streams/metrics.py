@@ -26,6 +26,7 @@ class PipelineMetrics:
     liquidations: Counter
     funding: Gauge
     late_ticks: Counter
+    early_ticks: Counter
     signal_events: Counter
     last_signal: Gauge
     bar_lag: Histogram
@@ -84,6 +85,13 @@ class PipelineMetrics:
             late_ticks=Counter(
                 "firesale_late_ticks",
                 "Price ticks older than the last closed bar (counted, not merged).",
+                ["asset"],
+                registry=registry,
+            ),
+            early_ticks=Counter(
+                "firesale_early_ticks",
+                "Price ticks stamped more than 5 s after their receive time (venue clock ahead): "
+                "counted and left out, so they cannot push the watermark into the future.",
                 ["asset"],
                 registry=registry,
             ),

@@ -57,8 +57,10 @@ class TickStage:
         grace_s: float = 2.0,
         idle_timeout_s: float | None = 10.0,
         max_jump_s: float = 6 * 3600,
+        max_early_s: float = 5.0,
     ) -> None:
         self.universe = universe
+        self.max_early_ns = int(max_early_s * 1e9)
         self.interval_s = interval_s
         self.metrics = metrics
         self.primary: dict[tuple[str, str], str] = {}
@@ -115,6 +117,11 @@ class TickStage:
         part.offset = offset
         asset = self.primary.get((tick.venue, tick.symbol))
         if asset is None or tick.kind not in PRICE_KINDS:
+            return []
+        if tick.ts_event_ns - tick.ts_recv_ns > self.max_early_ns:
+            # Stamped in the future by the venue's clock (skew, a bad frame): taken as is, it
+            # would move the watermark ahead and make every honest tick after it late.
+            self.metrics.early_ticks.labels(asset).inc()
             return []
         part.seen.add(asset)
         watermark = part.builder.watermark_ns

@@ -260,12 +260,18 @@ def pipeline() -> Dashboard:
                     ts(
                         f"Degraded bars (last {RARE_WINDOW})",
                         "Late ticks: older than the last closed bar, counted, not merged. "
+                        "Early ticks: stamped more than 5 s after their receive time (venue "
+                        "clock ahead), counted and left out. "
                         "Side input forced: bars processed without waiting longer for "
                         "liquidations, funding or gaps; their figures may miss late records.",
                         [
                             q(
                                 _recent("firesale_late_ticks_total", "asset", "asset"),
                                 "late ticks {{asset}}",
+                            ),
+                            q(
+                                _recent("firesale_early_ticks_total", "asset", "asset"),
+                                "early ticks {{asset}}",
                             ),
                             q(
                                 _recent("firesale_side_input_forced_total", "input", "input"),

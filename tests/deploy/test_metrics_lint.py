@@ -61,6 +61,7 @@ PIPELINE_FAMILIES = {
     "firesale_event_time_lag_seconds": "gauge",
     "firesale_recovery_replayed_records_total": "counter",
     "firesale_liquidation_cascade_active": "gauge",
+    "firesale_early_ticks_total": "counter",
     "firesale_funding_extreme_active": "gauge",
 }
 CONNECTOR_FAMILIES = {
@@ -112,6 +113,7 @@ def _populated_pipeline(registry: CollectorRegistry) -> PipelineMetrics:
     m.liquidations.labels("bybit", "ROSE", "short").inc(899.8)
     m.funding.labels("bybit", "BTC").set(0.1095)
     m.late_ticks.labels("BTC").inc()
+    m.early_ticks.labels("ETH").inc()
     m.signal_events.labels("cosell.start").inc()
     m.time_jumps.inc()
     m.tick_signal_latency.observe(0.034)

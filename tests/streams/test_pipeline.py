@@ -184,3 +184,24 @@ def test_event_time_leap_restarts_the_grid_instead_of_flooding_stale_bars() -> N
         for r in pipe.on_price(tick(year_later + 65 * s, 51.0), T0 + 2 * s)
     ]
     assert [(b.bar_start_ns, b.close, b.stale) for b in closed] == [(year_later, 50.0, False)]
+
+
+def test_tick_stamped_in_the_future_is_counted_and_cannot_move_the_watermark() -> None:
+    """Clock skew: a venue stamping minutes ahead must not make the honest ticks late."""
+    universe = load_universe(None)
+    metrics = PipelineMetrics.create(CollectorRegistry())
+    pipe = Pipeline(universe, 60, metrics)
+    s = 10**9
+    base = {"asset_class": "crypto", "kind": "mark", "venue": "binance", "symbol": "BTCUSDT"}
+
+    def tick(event_s: float, recv_s: float, price: float) -> PriceTick:
+        return PriceTick(asset="BTC", ts_event_ns=T0 + int(event_s * s),
+                         ts_recv_ns=T0 + int(recv_s * s), price=price, **base)  # type: ignore[arg-type]  # fmt: skip
+
+    assert pipe.on_price(tick(1, 1, 100.0), T0 + s) == []
+    assert pipe.on_price(tick(301, 2, 999.0), T0 + 2 * s) == []  # 5 min ahead of its receipt
+    assert pipe.on_price(tick(6, 3, 101.0), T0 + 3 * s) == []  # 3 s ahead: within tolerance
+    closed = [decode(BarEvent, r.value) for r in pipe.on_price(tick(63, 63, 102.0), T0 + 63 * s)]
+    assert [(b.bar_start_ns - T0, b.close, b.n_ticks) for b in closed] == [(0, 101.0, 2)]
+    assert metrics.early_ticks.labels("BTC")._value.get() == 1
+    assert metrics.late_ticks.labels("BTC")._value.get() == 0
