@@ -104,8 +104,12 @@ class KafkaSink:
     async def _new_producer(self) -> Any:
         from aiokafka import AIOKafkaProducer
 
+        from streams.kafka_security import client_kwargs
+
         factory = self._producer_factory or AIOKafkaProducer
         s = self.settings
+        # FIRESALE_KAFKA_* security (TLS/SASL) unless the caller passed its own options
+        security = {} if "security_protocol" in self._client_options else client_kwargs()
         attempt = 0
         while True:
             producer = factory(
@@ -116,7 +120,7 @@ class KafkaSink:
                 compression_type=s.compression,
                 request_timeout_ms=s.request_timeout_ms,
                 max_batch_size=256 * 1024,
-                **({"partitioner": KeyHashPartitioner()} | self._client_options),
+                **({"partitioner": KeyHashPartitioner()} | security | self._client_options),
             )
             try:
                 await producer.start()

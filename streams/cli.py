@@ -129,7 +129,9 @@ def topics_create(bootstrap: BootstrapOpt = None) -> None:
     try:
         reports = asyncio.run(ensure_topics(target))
     except Exception as exc:
-        raise _fail(f"topic creation on {target} failed: {exc}") from None
+        from streams.kafka_security import describe_failure
+
+        raise _fail(f"topic creation on {target} failed: {describe_failure(exc)}") from None
     for rep in reports:
         colour = {"created": "green", "exists": "dim", "drift": "yellow"}[rep.action]
         detail = f" — {rep.detail}" if rep.detail else ""

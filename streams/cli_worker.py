@@ -39,7 +39,14 @@ def worker() -> None:
     def waiting(line: str) -> None:
         err.print(f"[yellow]{line}[/]", highlight=False)
 
-    for rep in asyncio.run(wait_for_topics(bootstrap, waiting)):
+    try:
+        reports = asyncio.run(wait_for_topics(bootstrap, waiting))
+    except Exception as exc:  # only a refused login ends the wait (wait_for_topics)
+        from streams.kafka_security import describe_failure
+
+        err.print(f"[bold red]error:[/] Kafka at {bootstrap}: {describe_failure(exc)}")
+        raise typer.Exit(2) from None
+    for rep in reports:
         if rep.action != "exists":
             console.print(f"topic {rep.name}: {rep.action} {rep.detail}", highlight=False)
         if rep.action == "drift" and "partitions" in rep.detail and rep.name in MARKET_INPUTS:

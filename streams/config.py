@@ -8,6 +8,7 @@ with a :class:`ConfigError` whose message names the key and the problem.
 
 from __future__ import annotations
 
+import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 AssetClass = Literal["crypto", "equity", "metal", "fx", "rates"]
@@ -33,12 +34,71 @@ class ConfigError(Exception):
     """Configuration is invalid; the message names the offending key."""
 
 
-class Settings(BaseSettings):
-    """Runtime settings, read from ``FIRESALE_<NAME>`` environment variables (and ``.env``)."""
+KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"]
+
+
+class KafkaSecuritySettings(BaseSettings):
+    """How clients authenticate to Kafka and encrypt the connection (``FIRESALE_KAFKA_*``).
+
+    A settings class of its own so that :func:`streams.kafka_security.client_kwargs` can read
+    just these keys from the environment where no full :class:`Settings` is at hand.
+    """
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_file=".env", extra="ignore", frozen=True
     )
+
+    kafka_security_protocol: KafkaSecurityProtocol = Field(
+        default="PLAINTEXT",
+        description="PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL (SASL_* need username/password)",
+    )
+    kafka_sasl_mechanism: SaslMechanism = Field(
+        default="SCRAM-SHA-512", description="SASL mechanism: SCRAM-SHA-512 | SCRAM-SHA-256 | PLAIN"
+    )
+    kafka_sasl_username: str | None = Field(default=None, description="SASL user name")
+    kafka_sasl_password: SecretStr | None = Field(
+        default=None, description="SASL password (never printed)"
+    )
+    kafka_ssl_cafile: Path | None = Field(
+        default=None, description="PEM CA bundle to verify the brokers (unset = system CAs)"
+    )
+    kafka_ssl_certfile: Path | None = Field(
+        default=None, description="PEM client certificate (mutual TLS)"
+    )
+    kafka_ssl_keyfile: Path | None = Field(
+        default=None, description="PEM private key of the client certificate"
+    )
+
+    @field_validator("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile")
+    @classmethod
+    def _check_readable(cls, value: Path | None) -> Path | None:
+        if value is None or str(value) == "":
+            return None
+        if not value.exists():
+            raise ValueError(f"{value} does not exist")
+        if not value.is_file() or not os.access(value, os.R_OK):
+            raise ValueError(f"{value} is not a readable file")
+        return value
+
+    @model_validator(mode="after")
+    def _check_sasl(self) -> KafkaSecuritySettings:
+        if self.kafka_security_protocol.startswith("SASL_"):
+            missing = [
+                f"{ENV_PREFIX}{k.upper()}"
+                for k in ("kafka_sasl_username", "kafka_sasl_password")
+                if not getattr(self, k)
+            ]
+            if missing:
+                raise ValueError(
+                    f"{' and '.join(missing)} must be set when {ENV_PREFIX}KAFKA_SECURITY_PROTOCOL"
+                    f" is {self.kafka_security_protocol}"
+                )
+        return self
+
+
+class Settings(KafkaSecuritySettings):
+    """Runtime settings, read from ``FIRESALE_<NAME>`` environment variables (and ``.env``)."""
 
     kafka_bootstrap: str | None = Field(
         default=None,
@@ -200,9 +260,16 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
 def _describe(exc: ValidationError, prefix: str) -> str:
     lines = []
     for err in exc.errors():
+        msg = err["msg"]
+        if not err["loc"]:  # a check across keys: its message names them; the input holds secrets
+            lines.append(msg)
+            continue
         key = prefix + "_".join(str(p) for p in err["loc"]).upper()
         got = err.get("input")
-        lines.append(f"{key}: {err['msg']} (got {got!r})")
+        if "PASSWORD" in key:
+            lines.append(f"{key}: {msg}")
+        else:
+            lines.append(f"{key}: {msg} (got {got!r})")
     return "invalid configuration:\n  " + "\n  ".join(lines)
 
 

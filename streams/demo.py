@@ -502,8 +502,11 @@ async def _open_consumer(bootstrap: str) -> Any:
     """A group-less consumer of :data:`VIEW_TOPICS`, positioned at their current ends."""
     from aiokafka import AIOKafkaConsumer
 
+    from streams.kafka_security import client_kwargs
+
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                                enable_auto_commit=False, request_timeout_ms=15_000)  # fmt: skip
+                                enable_auto_commit=False, request_timeout_ms=15_000,
+                                **client_kwargs())  # fmt: skip
     await consumer.start()
     try:
         consumer.subscribe(list(VIEW_TOPICS))  # no group: every partition is assigned to us

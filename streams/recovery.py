@@ -15,6 +15,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from streams.kafka_security import client_kwargs
+
 STATE_TOPIC = "worker.state.v1"
 
 
@@ -28,7 +30,9 @@ async def committed_offsets(
 ) -> dict[TopicPartition, int | None]:
     """The group's committed offset per partition (None where it never committed)."""
     wanted = list(tps)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id=f"{group}-recovery")
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, client_id=f"{group}-recovery", **client_kwargs()
+    )
     await admin.start()
     try:
         found = await admin.list_consumer_group_offsets(group, partitions=wanted)
@@ -50,6 +54,7 @@ class LogReader:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=4 * 1024 * 1024,
+            **client_kwargs(),
         )
 
     async def __aenter__(self) -> LogReader:

@@ -223,25 +223,35 @@ async def tail(
     from aiokafka import AIOKafkaConsumer
     from aiokafka.errors import KafkaConnectionError
 
+    from streams.kafka_security import client_kwargs, describe_failure, is_auth_failure
+
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest" if from_beginning else "latest",
         request_timeout_ms=15_000,
+        **client_kwargs(),
     )
     library_log = logging.getLogger("aiokafka")
-    quiet, library_log.disabled = library_log.disabled, True  # the error below says it all
+    # the error below says it all; a sink handler rather than `disabled`, so that
+    # kafka_security still sees a refused login
+    sink, propagate = logging.NullHandler(), library_log.propagate
+    library_log.addHandler(sink)
+    library_log.propagate = False
     try:
         await consumer.start()
     except KafkaConnectionError as exc:
         await consumer.stop()
+        if is_auth_failure(exc):
+            raise TailError(f"Kafka at {bootstrap}: {describe_failure(exc)}") from None
         raise TailError(
             f"cannot reach Kafka at {bootstrap} ({exc}): check --bootstrap / "
             "FIRESALE_KAFKA_BOOTSTRAP, or start the embedded broker with `firesale kafka start`"
         ) from None
     finally:
-        library_log.disabled = quiet
+        library_log.removeHandler(sink)
+        library_log.propagate = propagate
     shown = 0
     try:
         if spec.name not in await consumer.topics():

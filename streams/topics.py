@@ -175,7 +175,11 @@ async def ensure_topics(
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
     specs = list(specs)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms)
+    from streams.kafka_security import client_kwargs
+
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms, **client_kwargs()
+    )
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -263,6 +267,10 @@ async def wait_for_topics(
         try:
             return await ensure_topics(bootstrap, timeout_ms=attempt_timeout_ms)
         except Exception as exc:  # aiokafka raises several types for "cannot reach"
+            from streams.kafka_security import is_auth_failure
+
+            if is_auth_failure(exc):  # wrong credentials do not fix themselves: no retry
+                raise
             reason = str(exc) or type(exc).__name__
             report(
                 f"Kafka at {bootstrap} unreachable (attempt {attempt}: {reason}); "

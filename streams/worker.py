@@ -37,6 +37,7 @@ from aiokafka import TopicPartition
 
 from streams.config import Settings, Universe
 from streams.events import BarEvent, DecodeError, Funding, GapMarker, Liquidation, PriceTick, decode
+from streams.kafka_security import faust_credentials
 from streams.market_stage import INPUT_TOPICS, MarketStage
 from streams.metrics import PipelineMetrics
 from streams.recovery import STATE_TOPIC, LogReader, checkpoint_key, committed_offsets, merged
@@ -259,6 +260,7 @@ def create_app(
     app = faust.App(
         app_id,
         broker=f"kafka://{bootstrap}",
+        broker_credentials=faust_credentials(settings),  # FIRESALE_KAFKA_* TLS/SASL
         store="memory://",
         web_enabled=False,
         processing_guarantee="at_least_once",

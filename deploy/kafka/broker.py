@@ -29,7 +29,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from importlib import resources
@@ -218,22 +218,35 @@ def resolve_jars(cache_dir: Path | None = None) -> Path:
     return lib
 
 
-def server_properties(home: Path, port: int, controller_port: int) -> str:
+def server_properties(
+    home: Path,
+    port: int,
+    controller_port: int,
+    extra_listeners: Sequence[str] = (),
+    extra_properties: str = "",
+) -> str:
     """KRaft combined broker+controller configuration sized for a 2-core machine.
 
     The voter set is static (``controller.quorum.voters``), not a ``--standalone`` bootstrap
     checkpoint, so a restart on a different controller port reuses the formatted data as is.
+    ``extra_listeners`` (e.g. ``SASL_SSL://127.0.0.1:9093``, named after their security
+    protocol) are added next to the PLAINTEXT one; ``extra_properties`` is appended (a later
+    key wins in a Java properties file), e.g. the TLS and SASL settings of such a listener.
     """
     data = home / "data"
+    more = "".join("," + listener for listener in extra_listeners)
+    names = "".join(
+        f",{n}:{n}" for n in (listener.partition(":")[0] for listener in extra_listeners)
+    )
     return f"""\
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:{controller_port}
-listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
-advertised.listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}{more}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}{more}
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT{names}
 log.dirs={data}
 offsets.topic.replication.factor=1
 offsets.topic.num.partitions=5
@@ -255,7 +268,7 @@ num.recovery.threads.per.data.dir=1
 log.cleaner.dedupe.buffer.size=16777216
 log.segment.bytes=67108864
 log.retention.hours=168
-"""
+{extra_properties}"""
 
 
 def read_pid_file(home: Path) -> BrokerInfo | None:
@@ -348,6 +361,9 @@ def start(
     detach: bool = True,
     timeout_s: float = 90.0,
     cache_dir: Path | None = None,
+    extra_listeners: Sequence[str] = (),
+    extra_properties: str = "",
+    format_args: Sequence[str] = (),
 ) -> BrokerInfo:
     """Start a single-node KRaft broker in ``home`` and wait until an admin call succeeds.
 
@@ -362,6 +378,13 @@ def start(
         True: the broker outlives this process (``firesale kafka start``). False: Linux sends it
         SIGTERM when this process dies, so an embedding process (``firesale run``, the tests)
         can never leave an orphan Java process behind.
+    extra_listeners, extra_properties
+        More listeners and settings (see :func:`server_properties`); readiness is still
+        checked on the PLAINTEXT listener.
+    format_args
+        More ``kafka-storage format`` arguments for a new data directory, e.g.
+        ``["--add-scram", "SCRAM-SHA-512=[name=u,password=p]"]`` (SCRAM users exist in KRaft
+        only once written to the metadata log; https://kafka.apache.org/documentation/#security_sasl_scram).
     """
     home = home.resolve()
     existing = read_pid_file(home)
@@ -383,7 +406,9 @@ def start(
     (home / "logs").mkdir(parents=True, exist_ok=True)
     (home / "data").mkdir(parents=True, exist_ok=True)
     props = home / "server.properties"
-    props.write_text(server_properties(home, port, controller_port))
+    props.write_text(
+        server_properties(home, port, controller_port, extra_listeners, extra_properties)
+    )
     log4j = home / "log4j2.properties"
     log4j.write_text(LOG4J2_PROPERTIES)
     base = [
@@ -407,6 +432,7 @@ def start(
                 "-c",
                 str(props),
                 "--ignore-formatted",
+                *format_args,
             ],
             capture_output=True,
             text=True,
