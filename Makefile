@@ -41,6 +41,10 @@ $(VENV)/.tools-prometheus: deploy/tools/install-prometheus.sh | install
 	bash deploy/tools/install-prometheus.sh
 	@touch $@
 
+.PHONY: fuzz
+fuzz: install                  ## 100,000 hostile frames per venue through each parser and the frame router
+	$(BIN)/python -m tests.connectors.fuzz --examples 100000
+
 kafka-jars: install            ## fetch the Kafka broker jars once (cached in ~/.cache/firesale)
 	$(BIN)/python -c "from deploy.kafka.broker import resolve_jars; print('kafka jars:', resolve_jars())"
 

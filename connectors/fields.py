@@ -36,6 +36,22 @@ class FieldError(ValueError):
         self.detail = detail
 
 
+def shown(value: Any) -> Any:
+    """``value`` itself when a scalar, else a short description: safe to format into a detail.
+
+    A list or object is not printed: ``repr`` of one nested 1000 levels deep (orjson accepts
+    1024) raises ``RecursionError``, and a huge one would be copied whole only to be cut.
+
+    >>> shown("SELLX"), shown(3), shown([[[]]]), shown({"a": 1})
+    ('SELLX', 3, 'a list of 1 items', 'an object of 1 keys')
+    """
+    if isinstance(value, list):
+        return f"a list of {len(value)} items"
+    if isinstance(value, dict):
+        return f"an object of {len(value)} keys"
+    return value
+
+
 def require(obj: Mapping[str, Any], key: str) -> Any:
     """The value of ``key``; missing, None or ``""`` raise ``missing_field``."""
     if not isinstance(obj, Mapping):
@@ -101,7 +117,7 @@ def ms_to_ns(obj: Mapping[str, Any], key: str) -> int:
     elif isinstance(value, float) and value.is_integer():
         ms = int(value)
     else:
-        raise FieldError("bad_type", f"{key} must be integer milliseconds, got {value!r}")
+        raise FieldError("bad_type", f"{key} must be integer milliseconds, got {shown(value)!r}")
     if not MIN_TS_MS <= ms <= MAX_TS_MS:
         raise FieldError("absurd_value", f"{key}={ms} is not a plausible epoch time in ms")
     return ms * 1_000_000

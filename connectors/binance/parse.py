@@ -47,7 +47,7 @@ from typing import Any, Literal
 import orjson
 
 from connectors.base import Instrument, ParseResult, Reject, TickEvent
-from connectors.fields import FieldError, ms_to_ns, number, positive, require, text
+from connectors.fields import FieldError, ms_to_ns, number, positive, require, shown, text
 from connectors.frames import MAX_FRAME_BYTES, annualized_rate, frame_too_large, liquidation
 from streams.events import Funding, PriceTick
 
@@ -186,7 +186,8 @@ class BinanceParser:
         elif ("code" in doc and "msg" in doc) or isinstance(doc.get("error"), dict):
             err = doc["error"] if isinstance(doc.get("error"), dict) else doc
             result.control = "error"
-            detail = f"code={str(err.get('code'))[:20]} msg={str(err.get('msg'))[:200]}"
+            code, message = shown(err.get("code")), shown(err.get("msg"))
+            detail = f"code={str(code)[:20]} msg={str(message)[:200]}"
             result.rejects.append(Reject("venue_error", detail, "control"))
         else:
             keys = ",".join(sorted(str(k) for k in doc)[:8])[:80]
@@ -213,6 +214,11 @@ class BinanceParser:
         self, items: list[Any], hint: Channel | None, ts_recv_ns: int, result: ParseResult
     ) -> None:
         """Parse each item on its own: a bad one is rejected, the rest still yield events."""
+        if not items:  # nothing to parse, but a frame must never vanish silently
+            result.rejects.append(
+                Reject("missing_field", "an empty list of events", hint or "unknown")
+            )
+            return
         for index, item in enumerate(items):
             where = f"item {index}: " if len(items) > 1 else ""
             channel: Channel | None = hint
@@ -224,7 +230,9 @@ class BinanceParser:
             if kind not in (None, ""):
                 channel = _CHANNEL_OF_EVENT.get(kind) if isinstance(kind, str) else None
                 if channel is None or (hint is not None and channel != hint):
-                    detail = f"{where}event type e={str(kind)[:40]!r} on stream {hint or '-'}"
+                    detail = (
+                        f"{where}event type e={str(shown(kind))[:40]!r} on stream {hint or '-'}"
+                    )
                     result.rejects.append(Reject("unknown_message", detail, hint or "unknown"))
                     continue
             if channel is None:
@@ -260,7 +268,7 @@ class BinanceParser:
                 raise FieldError("bad_type", f"S is {str(order['S'])[:20]!r}, not BUY or SELL")
             filled = number(order, "z")
             if filled <= 0:
-                status = str(order.get("X"))[:20]
+                status = str(shown(order.get("X")))[:20]
                 raise FieldError(
                     "absurd_value",
                     f"z is {filled:g} (X={status}): the liquidation order filled nothing, "

@@ -48,7 +48,7 @@ from connectors.base import (
     RejectReason,
     instruments_by_symbol,
 )
-from connectors.fields import FieldError, ms_to_ns, number, positive, text
+from connectors.fields import FieldError, ms_to_ns, number, positive, shown, text
 from connectors.frames import MAX_FRAME_BYTES, annualized_rate, frame_too_large, liquidation
 from streams.events import Funding, Liquidation, PriceTick
 
@@ -188,7 +188,9 @@ class BybitParser:
 
     def _data(self, msg: dict[str, Any], topic: Any, ts_recv_ns: int, res: ParseResult) -> None:
         if not isinstance(topic, str):
-            res.rejects.append(Reject("bad_type", f"topic must be a string, got {topic!r:.40}"))
+            res.rejects.append(
+                Reject("bad_type", f"topic must be a string, got {shown(topic)!r:.40}")
+            )
             return
         prefix = topic.partition(".")[0]
         if prefix == "allLiquidation":
@@ -208,6 +210,9 @@ class BybitParser:
         if not isinstance(data, list):
             reason: RejectReason = "missing_field" if data is None else "bad_type"
             res.rejects.append(Reject(reason, "data must be an array of liquidations", channel))
+            return
+        if not data:  # nothing to parse, but a frame must never vanish silently
+            res.rejects.append(Reject("missing_field", "data is an empty array", channel))
             return
         for index, item in enumerate(data):
             try:
@@ -292,7 +297,7 @@ class BybitParser:
             return
         kind = msg.get("type")
         if kind not in ("snapshot", "delta"):
-            detail = f"{symbol}: type is {kind!r:.30}, expected snapshot or delta"
+            detail = f"{symbol}: type is {shown(kind)!r:.30}, expected snapshot or delta"
             res.rejects.append(Reject("bad_type", detail, channel))
             return
         state = self._tickers.get(symbol)
@@ -390,8 +395,8 @@ def _control(msg: dict[str, Any], res: ParseResult) -> None:
         res.control = "ack" if op in ("subscribe", "unsubscribe") else "info"
     elif success is False:
         res.control = "error"
-        detail = f"{op!s:.20} failed: {msg.get('ret_msg')!s:.300}"
+        detail = f"{shown(op)!s:.20} failed: {shown(msg.get('ret_msg'))!s:.300}"
         res.rejects.append(Reject("venue_error", detail, "control"))
     else:
-        detail = f"op {op!s:.20} reply without a boolean success"
+        detail = f"op {shown(op)!s:.20} reply without a boolean success"
         res.rejects.append(Reject("unknown_message", detail, "control"))

@@ -27,7 +27,7 @@ from typing import Any, Literal
 import orjson
 
 from connectors.base import Instrument, ParseResult, Reject, TickEvent, instruments_by_symbol
-from connectors.fields import FieldError, ms_to_ns, number, positive, require, text
+from connectors.fields import FieldError, ms_to_ns, number, positive, require, shown, text
 from connectors.frames import (
     MAX_FRAME_BYTES,
     annualized_rate,
@@ -153,7 +153,7 @@ class OkxParser:
             result.rejects.append(Reject("unknown_message", f"no event/arg+data; keys: {keys}"))
 
     def _event(self, msg: Mapping[str, Any], result: ParseResult) -> None:
-        event = msg["event"]
+        event = msg["event"] if isinstance(msg["event"], str) else shown(msg["event"])
         channel = self._label(msg.get("arg"))
         if event in _ACK_EVENTS:
             result.control = "ack"
@@ -161,7 +161,8 @@ class OkxParser:
             result.control = "info"
         elif event in _ERROR_EVENTS:
             result.control = "error"
-            detail = f"{event} {msg.get('code', '?')}: {str(msg.get('msg', ''))[:300]}"
+            code, message = shown(msg.get("code", "?")), shown(msg.get("msg", ""))
+            detail = f"{event} {str(code)[:20]}: {str(message)[:300]}"
             result.rejects.append(Reject("venue_error", detail, channel))
         else:
             detail = f"unknown event {str(event)[:40]!r}"
@@ -178,6 +179,9 @@ class OkxParser:
         if not isinstance(data, list):
             detail = f"data must be a list, got {type(data).__name__}"
             result.rejects.append(Reject("bad_type", detail, channel))
+            return
+        if not data:  # nothing to parse, but a frame must never vanish silently
+            result.rejects.append(Reject("missing_field", "data is an empty list", channel))
             return
         for item in data:
             try:
@@ -290,7 +294,9 @@ def _liquidation(detail: Any, instrument: Instrument, ts_recv_ns: int) -> Liquid
             )
         liquidated = from_order
     else:
-        raise FieldError("bad_type", f"posSide must be long, short or net, got {pos_side!r:.30}")
+        raise FieldError(
+            "bad_type", f"posSide must be long, short or net, got {shown(pos_side)!r:.30}"
+        )
     contracts = positive(detail, "sz")
     price = positive(detail, "bkPx")
     qty_base = finite_positive("qty_base (sz × ctVal)", contracts * instrument.contract_size)
