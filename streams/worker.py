@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, cast
 
 import faust
@@ -120,8 +120,14 @@ class WorkerState:
 
     # -- rebuilding -----------------------------------------------------------------------------
 
-    async def ensure_tick_partition(self, partition: int, offset: int) -> None:
-        """Before the first record of a price partition: restore its bar builder."""
+    async def ensure_tick_partition(
+        self, partition: int, offset: int, checkpoints: Mapping[bytes, bytes] | None = None
+    ) -> None:
+        """Before the first record of a price partition: restore its bar builder.
+
+        ``checkpoints`` (the newest value per key of ``worker.state.v1``) saves re-reading
+        that topic when several partitions are restored at once.
+        """
         if self.ticks.holds(partition):
             return
         async with self.lock:
@@ -130,8 +136,9 @@ class WorkerState:
             started = time.monotonic()
             tp = TopicPartition(PRICES, partition)
             async with LogReader(self.bootstrap) as reader:
-                blobs = await reader.latest_by_key(STATE_TOPIC)
-                blob = blobs.get(checkpoint_key(self.app_id, PRICES, partition))
+                if checkpoints is None:
+                    checkpoints = await reader.latest_by_key(STATE_TOPIC)
+                blob = checkpoints.get(checkpoint_key(self.app_id, PRICES, partition))
                 start: int | None = None
                 if blob is not None:
                     try:
@@ -410,8 +417,9 @@ def create_app(
             committed = await committed_offsets(bootstrap, app_id, tps)
             async with LogReader(bootstrap) as reader:
                 starts = {tp: committed[tp] or await reader.start_offset(tp, None) for tp in tps}
+                checkpoints = await reader.latest_by_key(STATE_TOPIC)
             for tp, offset in starts.items():
-                await state.ensure_tick_partition(tp.partition, offset)
+                await state.ensure_tick_partition(tp.partition, offset, checkpoints)
         except Exception:  # the first record of the partition retries
             log.exception("restoring %s at assignment failed; retried at its next record", tps)
 
