@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q --upgrade pip setuptools
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	@rm -f $(VENV)/.installed-*
 	@touch $@
@@ -31,8 +31,16 @@ format: install
 typecheck: install
 	$(BIN)/mypy
 
-pytest: install kafka-jars tools
-	$(BIN)/pytest
+pytest: install kafka-jars tools   ## everything but the fault suite
+	$(BIN)/pytest -m "not fault"
+
+.PHONY: faults audit
+faults: install kafka-jars tools   ## the fault suite: real broker and processes, injected faults
+	$(BIN)/pytest -m fault tests/faults
+
+audit: install                 ## known vulnerabilities of the installed packages (PyPI advisories)
+	@# exit 1 (a vulnerable package) fails; exit 3 (index unreachable: could not run) is reported
+	$(BIN)/python -m deploy.tools.audit --json $(VENV)/audit.json || test $$? -eq 3
 
 .PHONY: tools
 tools: $(VENV)/.tools-prometheus   ## promtool, prometheus, alertmanager, amtool (Debian packages)

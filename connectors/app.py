@@ -85,13 +85,15 @@ async def run_connect(
         ", ".join(f"{s.name} ({len(s.channels)} channels)" for s in specs),
     )
     try:
+        # before the warm start publishes: its ticks would look like a previous run's
+        restart_from = await _previous_run(bootstrap, instruments)
         if backfill is not None:
             if backfill.sink is None:
                 backfill.sink = out
             now_ms = time.time_ns() // 1_000_000
             n = await backfill.warm_start(backfill.lookback_bars, backfill.interval_s, now_ms)
             log.info("warm start: %d backfilled price ticks", n)
-        await run_connections(specs, router, metrics, stop)
+        await run_connections(specs, router, metrics, stop, restart_from=restart_from)
     finally:
         if isinstance(router, GapFillRouter):
             await router.close()
@@ -99,6 +101,30 @@ async def run_connect(
             recorder.close()
         if own_sink and kafka is not None:
             await kafka.stop()
+
+
+async def _previous_run(bootstrap: str, venues: Iterable[str]) -> dict[str, int]:
+    """Each venue's last published receive time (a previous process's end), logged."""
+    from connectors.restart import last_receive_by_venue
+
+    try:
+        last = await last_receive_by_venue(bootstrap, venues)
+    except Exception as exc:
+        log.error(
+            "could not read where the previous connector stopped (%s): a restart gap, if any, "
+            "goes unmarked",
+            exc,
+        )
+        return {}
+    now = time.time_ns()
+    for venue, ns in sorted(last.items()):
+        log.info(
+            "%s: last published %.1f s ago by a previous run: marked as a restart gap at the "
+            "first data",
+            venue,
+            (now - ns) / 1e9,
+        )
+    return last
 
 
 async def replay_files(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from connectors.base import ConnectionSpec, ParseResult
@@ -105,10 +105,18 @@ async def run_connections(
     metrics: ConnectorMetrics,
     stop: asyncio.Event,
     backoff: Backoff | None = None,
+    restart_from: Mapping[str, int] | None = None,
 ) -> list[Supervisor]:
-    """Supervise every spec until ``stop`` is set; return the supervisors (for their counters)."""
+    """Supervise every spec until ``stop`` is set; return the supervisors (for their counters).
+
+    ``restart_from`` maps a venue to the last receive time a previous process published: its
+    connections start inside a ``restart`` gap from then (:mod:`connectors.restart`).
+    """
     supervisors = [
         Supervisor(spec, router.on_frame, router.on_gap, metrics, backoff=backoff) for spec in specs
     ]
+    for sup in supervisors:
+        if restart_from and sup.spec.venue in restart_from:
+            sup.resume_after(restart_from[sup.spec.venue])
     await asyncio.gather(*(s.run(stop) for s in supervisors))
     return supervisors

@@ -126,6 +126,11 @@ class Supervisor:
                 if attempt:
                     await _sleep_or_stop(stop, self.backoff.delay(attempt, self.rng))
 
+    def resume_after(self, last_data_ns: int) -> None:
+        """Open a ``restart`` gap from a previous process's last data (see connectors.restart)."""
+        self._gap_from_ns = last_data_ns
+        self._gap_reason = "restart"
+
     def _mark_gap_start(self, reason: str) -> None:
         self.metrics.connection_up.labels(*self._labels).set(0)
         if self._gap_from_ns is None and self.last_data_ns is not None:

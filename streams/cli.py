@@ -16,6 +16,7 @@ from rich.table import Table
 from deploy.kafka import broker
 from streams import cli_connect, cli_worker
 from streams.config import ConfigError, Settings, Universe, load_settings, load_universe
+from streams.logfilter import quiet_repeats
 from streams.topics import TOPICS, ensure_topics
 
 app = typer.Typer(
@@ -205,6 +206,7 @@ def run(
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
+    quiet_repeats()  # a broker outage must not bury the lines that matter
     embedded = settings.kafka_bootstrap is None
     home = settings.kafka_home
     if embedded and scenario is not None:

@@ -18,6 +18,7 @@ from connectors.base import Instrument
 from connectors.markets import Markets, MarketsUnavailableError, resolve_instruments
 from connectors.record import RecordingError
 from streams.config import ConfigError, Settings, Universe, load_settings, load_universe
+from streams.logfilter import quiet_repeats
 
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -77,6 +78,7 @@ def connect(
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
+    quiet_repeats()  # a broker outage must not bury the lines that matter
     markets: dict[str, Markets] = {}
     try:
         instruments = resolve_instruments(settings, universe, chosen, refresh_markets, markets)

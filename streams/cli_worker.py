@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from rich.console import Console
 
 from streams.config import ConfigError, load_settings, load_universe
+from streams.logfilter import quiet_repeats
 from streams.market_stage import INPUT_TOPICS as MARKET_INPUTS
 from streams.topics import wait_for_topics
 
@@ -68,4 +69,5 @@ def worker() -> None:
     console.print(
         f"worker on {bootstrap}: {len(universe.assets)} assets, {settings.bar_interval_s} s bars"
     )
+    quiet_repeats()  # a broker outage must not bury the lines that matter
     Worker(app, loglevel=settings.log_level.lower(), quiet=True).execute_from_commandline()

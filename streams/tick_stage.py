@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -141,10 +141,19 @@ class TickStage:
             self.metrics.late_ticks.labels(asset).inc()
         return self._bars(part, closed, produced_ns)
 
-    def advance(self, now_ns: int) -> dict[int, list[Out]]:
-        """Apply the idle timeout on processing time; the bars it closes, by partition."""
+    def advance(
+        self, now_ns: int, answered: Callable[[int], bool] = lambda partition: True
+    ) -> dict[int, list[Out]]:
+        """Apply the idle timeout on processing time; the bars it closes, by partition.
+
+        ``answered(partition)`` says whether the broker answered a fetch of the partition
+        recently. Silence is only idleness when it did: with the broker down, the ticks are
+        waiting in the connectors' buffers, and closing their bars now would make them late.
+        """
         out: dict[int, list[Out]] = {}
         for partition, part in self.parts.items():
+            if not answered(partition):
+                continue
             bars = self._bars(part, part.builder.advance(now_ns), None)
             if bars:
                 out[partition] = bars

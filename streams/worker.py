@@ -90,6 +90,7 @@ class WorkerState:
         self.market_ready = False
         self.position: dict[tuple[str, int], int] = {}  # next offset to process
         self.highwater: Callable[[str, int], int | None] = lambda topic, partition: None
+        self.fetch_answered: dict[int, bool] = {}  # price partition -> broker answered lately
         self.lock = asyncio.Lock()
 
     def _new_market(self) -> MarketStage:
@@ -292,6 +293,29 @@ def create_app(
 
     state.highwater = highwater
 
+    def answered(partition: int) -> bool:
+        # When the broker last answered a fetch of the price partition (aiokafka keeps it per
+        # partition; faust's consumer thread owns the aiokafka consumer). Unknown = answered.
+        try:
+            consumer = app.consumer._thread._ensure_consumer()  # type: ignore[attr-defined]
+            ms = consumer.last_poll_timestamp(TopicPartition(PRICES, partition))
+        except Exception:
+            return True
+        if ms is None:
+            return True
+        fresh: bool = time.time() - ms / 1000 < (state.ticks.idle_timeout_s or 10.0)
+        if fresh != state.fetch_answered.get(partition, True):
+            if fresh:
+                log.info("%s[%d]: broker answers fetches again", PRICES, partition)
+            else:
+                log.warning(
+                    "%s[%d]: no fetch answer from the broker for %.0f s: idle timeout held "
+                    "(the ticks are waiting upstream, not missing)",
+                    PRICES, partition, time.time() - ms / 1000,
+                )  # fmt: skip
+            state.fetch_answered[partition] = fresh
+        return fresh
+
     def raw(name: str) -> Any:
         return app.topic(
             name,
@@ -383,7 +407,7 @@ def create_app(
         if state.lock.locked():
             return  # a rebuild is running
         now = clock_ns()
-        for partition, bars in state.ticks.advance(now).items():
+        for partition, bars in state.ticks.advance(now, answered).items():
             await send(bars)
             await checkpoint(partition, now)
         for partition, since in list(unsaved.items()):
