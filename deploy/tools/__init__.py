@@ -1,0 +1,1 @@
+"""Operator tools run from the repository (``python -m deploy.tools.<name>``)."""
