@@ -77,6 +77,7 @@ class Supervisor:
         clock_ns: Callable[[], int] = time.time_ns,
         rng: random.Random | None = None,
         lifetime_margin_s: float = 60.0,
+        min_reconnect_interval_s: float = 1.0,
     ) -> None:
         self.spec = spec
         self.on_frame = on_frame
@@ -86,6 +87,11 @@ class Supervisor:
         self.clock_ns = clock_ns
         self.rng = rng or random.Random()
         self.lifetime_margin_s = lifetime_margin_s
+        # A venue that closes every connection right after its first frame would otherwise be
+        # redialled at once, forever (backoff resets after data): OKX allows 3 connection
+        # requests/s per IP, Bybit 500 per 5 min (notes/exchanges.md).
+        self.min_reconnect_interval_s = min_reconnect_interval_s
+        self._last_open_mono = -1e9
         self.last_data_ns: int | None = None
         self._gap_from_ns: int | None = None
         self._gap_reason: str = "disconnect"
@@ -102,6 +108,12 @@ class Supervisor:
                 self._handover = None
                 await self._handle(session, first_raw)
             else:
+                wait = self._last_open_mono + self.min_reconnect_interval_s - time.monotonic()
+                if wait > 0:
+                    await _sleep_or_stop(stop, wait)
+                    if stop.is_set():
+                        break
+                self._last_open_mono = time.monotonic()
                 try:
                     session = await self._open()
                 except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
