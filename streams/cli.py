@@ -127,12 +127,13 @@ def kafka_status(data_dir: DataDirOpt = None) -> None:
 def topics_create(bootstrap: BootstrapOpt = None) -> None:
     """Create every registered topic that is missing (idempotent) and report drift."""
     target = _bootstrap(_settings(), bootstrap)
-    try:
-        reports = asyncio.run(ensure_topics(target))
-    except Exception as exc:
-        from streams.kafka_security import describe_failure
+    from streams.kafka_security import describe_failure, quiet_kafka_client
 
-        raise _fail(f"topic creation on {target} failed: {describe_failure(exc)}") from None
+    try:
+        with quiet_kafka_client():
+            reports = asyncio.run(ensure_topics(target))
+    except Exception as exc:
+        raise _fail(f"topic creation on {target} failed: {describe_failure(exc, target)}") from None
     for rep in reports:
         colour = {"created": "green", "exists": "dim", "drift": "yellow"}[rep.action]
         detail = f" — {rep.detail}" if rep.detail else ""

@@ -42,10 +42,10 @@ def worker() -> None:
 
     try:
         reports = asyncio.run(wait_for_topics(bootstrap, waiting))
-    except Exception as exc:  # only a refused login ends the wait (wait_for_topics)
+    except Exception as exc:  # only a refused login or TLS session ends the wait
         from streams.kafka_security import describe_failure
 
-        err.print(f"[bold red]error:[/] Kafka at {bootstrap}: {describe_failure(exc)}")
+        err.print(f"[bold red]error:[/] Kafka at {bootstrap}: {describe_failure(exc, bootstrap)}")
         raise typer.Exit(2) from None
     for rep in reports:
         if rep.action != "exists":

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import ssl
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from streams.config import ConfigError, KafkaSecuritySettings
@@ -131,8 +132,80 @@ def is_auth_failure(exc: BaseException) -> bool:
     return time.monotonic() - _WATCH.seen_at < 60.0
 
 
-def describe_failure(exc: BaseException) -> str:
-    """``exc`` as one line for an operator: names the settings to check on a refused login."""
+def tls_refusal(bootstrap: str, settings: KafkaSecuritySettings | None = None) -> str | None:
+    """Why the first bootstrap server refuses our TLS session, or None (not TLS, or no refusal).
+
+    aiokafka reports a broker that rejects the client certificate (a listener with
+    ``ssl.client.auth=required``) or a server certificate we do not trust only as "Connection
+    closed" / "Unable to bootstrap", keeping the TLS alert in a DEBUG line. This probe opens one
+    TLS session itself: the handshake raises on an untrusted server certificate, and the first
+    read returns the broker's alert (TLS 1.3 sends it after the handshake). Failure path only:
+    it costs up to ~4 s.
+    """
+    import socket
+
+    s = security_settings() if settings is None else settings
+    context = ssl_context(s)
+    if context is None:
+        return None
+    host, _, port = bootstrap.split(",")[0].strip().rpartition(":")
+    try:
+        with (
+            socket.create_connection((host.strip("[]"), int(port)), timeout=3) as raw,
+            context.wrap_socket(raw, server_hostname=host.strip("[]")) as tls,
+        ):
+            tls.settimeout(1.0)
+            tls.recv(1)
+    except ssl.SSLError as exc:
+        return str(exc.reason or exc)
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def tls_hint(reason: str, settings: KafkaSecuritySettings | None = None) -> str:
+    """What to change for a TLS ``reason`` from :func:`tls_refusal`."""
+    s = security_settings() if settings is None else settings
+    if "VERIFY_FAILED" in reason:  # our side: the broker's certificate is not trusted
+        return (
+            "we do not trust the broker's certificate: set FIRESALE_KAFKA_SSL_CAFILE to the CA "
+            "that signed it"
+        )
+    if "CERTIFICATE" in reason and s.kafka_ssl_certfile is None:
+        return (
+            "the listener requires a client certificate: set FIRESALE_KAFKA_SSL_CERTFILE and "
+            "FIRESALE_KAFKA_SSL_KEYFILE (signed by a CA the broker trusts)"
+        )
+    return (
+        "check FIRESALE_KAFKA_SSL_CAFILE / FIRESALE_KAFKA_SSL_CERTFILE / "
+        "FIRESALE_KAFKA_SSL_KEYFILE against the listener's TLS settings"
+    )
+
+
+def describe_failure(exc: BaseException, bootstrap: str | None = None) -> str:
+    """``exc`` as one line for an operator: names the settings to check on a refused login
+    or (given ``bootstrap``) a refused TLS session."""
     if is_auth_failure(exc):
         return f"authentication failed: Kafka refused the SASL login ({AUTH_FAILED_HINT})"
+    reason = tls_refusal(bootstrap) if bootstrap else None
+    if reason is not None:
+        return f"TLS refused ({reason}): {tls_hint(reason)}"
     return str(exc) or type(exc).__name__
+
+
+@contextlib.contextmanager
+def quiet_kafka_client() -> Iterator[None]:
+    """Keep aiokafka's own log lines off the console (a command's error line says it all).
+
+    A sink handler instead of a level or ``disabled``, so that the refused-login watch above
+    still sees aiokafka's records.
+    """
+    library_log = logging.getLogger("aiokafka")
+    sink, propagate = logging.NullHandler(), library_log.propagate
+    library_log.addHandler(sink)
+    library_log.propagate = False
+    try:
+        yield
+    finally:
+        library_log.removeHandler(sink)
+        library_log.propagate = propagate

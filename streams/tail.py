@@ -223,7 +223,12 @@ async def tail(
     from aiokafka import AIOKafkaConsumer
     from aiokafka.errors import KafkaConnectionError
 
-    from streams.kafka_security import client_kwargs, describe_failure, is_auth_failure
+    from streams.kafka_security import (
+        client_kwargs,
+        describe_failure,
+        is_auth_failure,
+        tls_refusal,
+    )
 
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
@@ -243,8 +248,8 @@ async def tail(
         await consumer.start()
     except KafkaConnectionError as exc:
         await consumer.stop()
-        if is_auth_failure(exc):
-            raise TailError(f"Kafka at {bootstrap}: {describe_failure(exc)}") from None
+        if is_auth_failure(exc) or tls_refusal(bootstrap) is not None:
+            raise TailError(f"Kafka at {bootstrap}: {describe_failure(exc, bootstrap)}") from None
         raise TailError(
             f"cannot reach Kafka at {bootstrap} ({exc}): check --bootstrap / "
             "FIRESALE_KAFKA_BOOTSTRAP, or start the embedded broker with `firesale kafka start`"

@@ -267,9 +267,10 @@ async def wait_for_topics(
         try:
             return await ensure_topics(bootstrap, timeout_ms=attempt_timeout_ms)
         except Exception as exc:  # aiokafka raises several types for "cannot reach"
-            from streams.kafka_security import is_auth_failure
+            from streams.kafka_security import is_auth_failure, tls_refusal
 
-            if is_auth_failure(exc):  # wrong credentials do not fix themselves: no retry
+            # wrong credentials or certificates do not fix themselves: no retry
+            if is_auth_failure(exc) or tls_refusal(bootstrap) is not None:
                 raise
             reason = str(exc) or type(exc).__name__
             report(
