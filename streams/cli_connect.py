@@ -89,11 +89,34 @@ def connect(
     if settings.metrics_port:
         start_http_server(settings.metrics_port, settings.metrics_bind, registry=registry)
         console.print(f"metrics on http://{settings.metrics_bind}:{settings.metrics_port}/metrics")
+    wait_for_kafka(bootstrap)
     summary = ", ".join(f"{v}: {len(i)} instruments" for v, i in instruments.items())
     console.print(f"connecting to {summary}; producing to {bootstrap}. Ctrl-C to stop.")
     asyncio.run(
         _connect(bootstrap, instruments, settings, registry, record, markets if backfill else None)
     )
+
+
+def wait_for_kafka(bootstrap: str) -> None:
+    """Wait (one line per attempt, backoff to 30 s) until Kafka answers and the topics exist.
+
+    The broker never auto-creates topics (deploy/kafka/broker.py); producing before they exist
+    would time out message by message. A refused login or TLS session exits 2 at once.
+    """
+    from streams.kafka_security import describe_failure
+    from streams.topics import wait_for_topics
+
+    def waiting(line: str) -> None:
+        err.print(f"[yellow]{line}[/]", highlight=False)
+
+    try:
+        reports = asyncio.run(wait_for_topics(bootstrap, waiting))
+    except Exception as exc:  # only a refused login or TLS session ends the wait
+        err.print(f"[bold red]error:[/] Kafka at {bootstrap}: {describe_failure(exc, bootstrap)}")
+        raise typer.Exit(2) from None
+    for rep in reports:
+        if rep.action != "exists":
+            console.print(f"topic {rep.name}: {rep.action} {rep.detail}", highlight=False)
 
 
 async def _connect(
