@@ -19,6 +19,7 @@ from connectors.markets import Markets, MarketsUnavailableError, resolve_instrum
 from connectors.record import RecordingError
 from streams.config import ConfigError, Settings, Universe, load_settings, load_universe
 from streams.logfilter import quiet_repeats
+from streams.topics import TopicReport
 
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -97,8 +98,10 @@ def connect(
     )
 
 
-def wait_for_kafka(bootstrap: str) -> None:
+def wait_for_kafka(bootstrap: str) -> list[TopicReport]:
     """Wait (one line per attempt, backoff to 30 s) until Kafka answers and the topics exist.
+
+    Returns the topic reports (created ones are printed; drift is the caller's to judge).
 
     The broker never auto-creates topics (deploy/kafka/broker.py); producing before they exist
     would time out message by message. A refused login or TLS session exits 2 at once.
@@ -117,6 +120,7 @@ def wait_for_kafka(bootstrap: str) -> None:
     for rep in reports:
         if rep.action != "exists":
             console.print(f"topic {rep.name}: {rep.action} {rep.detail}", highlight=False)
+    return reports
 
 
 async def _connect(

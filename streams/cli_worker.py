@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import typer
@@ -12,7 +11,6 @@ from rich.console import Console
 from streams.config import ConfigError, load_settings, load_universe
 from streams.logfilter import quiet_repeats
 from streams.market_stage import INPUT_TOPICS as MARKET_INPUTS
-from streams.topics import wait_for_topics
 
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -22,7 +20,7 @@ def worker() -> None:
     """Run a stream worker: ticks.* → bars.v1 → signals.* (and /metrics)."""
     from faust import Worker
 
-    from streams.cli_connect import bootstrap_or_exit
+    from streams.cli_connect import bootstrap_or_exit, wait_for_kafka
     from streams.metrics import PipelineMetrics
     from streams.worker import create_app
 
@@ -37,19 +35,7 @@ def worker() -> None:
     )
     bootstrap = bootstrap_or_exit(settings)
 
-    def waiting(line: str) -> None:
-        err.print(f"[yellow]{line}[/]", highlight=False)
-
-    try:
-        reports = asyncio.run(wait_for_topics(bootstrap, waiting))
-    except Exception as exc:  # only a refused login or TLS session ends the wait
-        from streams.kafka_security import describe_failure
-
-        err.print(f"[bold red]error:[/] Kafka at {bootstrap}: {describe_failure(exc, bootstrap)}")
-        raise typer.Exit(2) from None
-    for rep in reports:
-        if rep.action != "exists":
-            console.print(f"topic {rep.name}: {rep.action} {rep.detail}", highlight=False)
+    for rep in wait_for_kafka(bootstrap):
         if rep.action == "drift" and "partitions" in rep.detail and rep.name in MARKET_INPUTS:
             err.print(
                 f"[bold red]error:[/] topic {rep.name} has {rep.detail}: the market stage needs "
