@@ -205,3 +205,57 @@ def test_tick_stamped_in_the_future_is_counted_and_cannot_move_the_watermark() -
     assert [(b.bar_start_ns - T0, b.close, b.n_ticks) for b in closed] == [(0, 101.0, 2)]
     assert metrics.early_ticks.labels("BTC")._value.get() == 1
     assert metrics.late_ticks.labels("BTC")._value.get() == 0
+
+
+def test_idle_timeout_is_held_while_the_broker_does_not_answer_fetches() -> None:
+    """Silence with the broker away is not idleness: the ticks wait in the connectors' buffer.
+
+    One BTC tick at 30 s into a 60 s bar; 25 s of silence later the idle timeout (10 s) would
+    move event time to 30 + 25 − 2 = 53 s: not yet the bar's end. At 40 s of silence it would
+    close bar [0, 60) — unless the partition's fetches go unanswered; then a tick at 50 s that
+    was waiting in a buffer still counts.
+    """
+    from streams.tick_stage import TickStage
+
+    universe = load_universe(None)
+    metrics = PipelineMetrics.create(CollectorRegistry())
+    s = 10**9
+
+    def stage_with_one_tick() -> TickStage:
+        stage = TickStage(universe, 60, metrics, grace_s=2.0, idle_timeout_s=10.0)
+        stage.start(0)
+        tick = PriceTick(
+            venue="binance",
+            symbol="BTCUSDT",
+            asset="BTC",
+            asset_class="crypto",
+            ts_event_ns=30 * s,
+            ts_recv_ns=30 * s,
+            price=100.0,
+            kind="mark",
+        )
+        assert stage.on_price(0, 0, tick, 30 * s) == []
+        return stage
+
+    answered = stage_with_one_tick()
+    (closed,) = answered.advance(70 * s)[0]  # 40 s idle, the broker answering: a quiet market
+    bar = decode(BarEvent, closed.value)
+    assert (bar.asset, bar.bar_start_ns, bar.close, bar.n_ticks) == ("BTC", 0, 100.0, 1)
+
+    held = stage_with_one_tick()
+    assert held.advance(70 * s, answered=lambda partition: False) == {}
+    late = PriceTick(
+        venue="binance",
+        symbol="BTCUSDT",
+        asset="BTC",
+        asset_class="crypto",
+        ts_event_ns=50 * s,
+        ts_recv_ns=50 * s,
+        price=101.0,
+        kind="mark",
+    )
+    assert held.on_price(0, 1, late, 71 * s) == []  # on time: the bar is still open
+    (closed,) = held.advance(90 * s)[0]  # broker back, then quiet: now it closes
+    bar = decode(BarEvent, closed.value)
+    assert (bar.bar_start_ns, bar.close, bar.n_ticks) == (0, 101.0, 2)
+    assert metrics.late_ticks.labels("BTC")._value.get() == 0
