@@ -34,7 +34,7 @@ typecheck: install
 pytest: install kafka-jars tools   ## everything but the fault suite
 	$(BIN)/pytest -m "not fault"
 
-.PHONY: faults audit
+.PHONY: faults audit soak
 faults: install kafka-jars tools   ## the fault suite: real broker and processes, injected faults
 	$(BIN)/pytest -m fault tests/faults
 
@@ -60,6 +60,9 @@ bench: install                 ## benchmarks with their baselines measured in th
 	$(BIN)/python -m bench.correlation
 	$(BIN)/python -m bench.connectors
 	$(BIN)/python -m bench.pipeline
+
+soak: install kafka-jars       ## 32 min of the scenario at 10x through the real service: RSS and lag
+	$(BIN)/python -m bench.soak --minutes 32 --speed 10 --out soak-results
 
 schemas: install               ## regenerate streams/schemas/*.json from the event types
 	$(BIN)/python -m streams.events_schemas
