@@ -8,6 +8,7 @@ group: nothing here moves the group's offsets).
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
@@ -62,6 +63,10 @@ class LogReader:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        # aiokafka 0.14: stop() right after start(), before the loop ran the consumer's
+        # background task once, raises CancelledError (GroupCoordinator.close awaits a task
+        # cancelled before its first step). A reader with nothing to read did exactly that.
+        await asyncio.sleep(0)
         await self.consumer.stop()
 
     async def start_offset(self, tp: TopicPartition, since_ms: int | None) -> int:

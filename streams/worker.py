@@ -91,6 +91,7 @@ class WorkerState:
         self.position: dict[tuple[str, int], int] = {}  # next offset to process
         self.highwater: Callable[[str, int], int | None] = lambda topic, partition: None
         self.fetch_answered: dict[int, bool] = {}  # price partition -> broker answered lately
+        self.to_restore: set[int] = set()  # price partitions assigned, not restored yet
         self.lock = asyncio.Lock()
 
     def _new_market(self) -> MarketStage:
@@ -115,6 +116,7 @@ class WorkerState:
             self.position.pop((topic, partition), None)
             if topic == PRICES:
                 self.ticks.drop(partition)
+                self.to_restore.discard(partition)
             elif topic in INPUT_TOPICS and self.market_ready:
                 self.market = self._new_market()
                 self.market_ready = False
@@ -406,6 +408,10 @@ def create_app(
     async def idle_sources() -> None:
         if state.lock.locked():
             return  # a rebuild is running
+        if state.to_restore:
+            partitions = sorted(state.to_restore)
+            state.to_restore.clear()
+            await restore(partitions)
         now = clock_ns()
         for partition, bars in state.ticks.advance(now, answered).items():
             await send(bars)
@@ -428,26 +434,24 @@ def create_app(
     app.on_partitions_revoked.connect(on_revoked)  # type: ignore[arg-type]
 
     async def on_assigned(sender: Any, assigned: set[Any], **kwargs: Any) -> None:
-        # Restore assigned price partitions now, not at their next record: an idle partition
-        # must still close its bars on the idle timeout.
-        tps = [TopicPartition(tp.topic, tp.partition) for tp in assigned if tp.topic == PRICES]
-        if tps:
-            task = asyncio.ensure_future(restore(tps))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
+        # Restore assigned price partitions soon, not at their next record: an idle partition
+        # must still close its bars on the idle timeout. The timer below does it (within 1 s),
+        # outside faust's rebalance callback and never at the same time as the idle advance.
+        state.to_restore.update(tp.partition for tp in assigned if tp.topic == PRICES)
 
-    async def restore(tps: list[TopicPartition]) -> None:
+    async def restore(partitions: list[int]) -> None:
+        tps = [TopicPartition(PRICES, p) for p in partitions]
         try:
             committed = await committed_offsets(bootstrap, app_id, tps)
             async with LogReader(bootstrap) as reader:
                 starts = {tp: committed[tp] or await reader.start_offset(tp, None) for tp in tps}
                 checkpoints = await reader.latest_by_key(STATE_TOPIC)
             for tp, offset in starts.items():
-                await state.ensure_tick_partition(tp.partition, offset, checkpoints)
+                if tp in app.consumer.assignment():  # not revoked meanwhile
+                    await state.ensure_tick_partition(tp.partition, offset, checkpoints)
         except Exception:  # the first record of the partition retries
             log.exception("restoring %s at assignment failed; retried at its next record", tps)
 
-    tasks: set[asyncio.Future[None]] = set()
     app.on_partitions_assigned.connect(on_assigned)  # type: ignore[arg-type]
 
     return app, state
