@@ -55,11 +55,15 @@ async def run_connect(
     record_dir: Path | None = None,
     sink: Sink | None = None,
     backfill: Backfiller | None = None,
+    restart_gaps: bool = True,
 ) -> None:
     """Stream every venue in ``instruments`` until ``stop`` is set.
 
     With ``backfill``: its warm start (``lookback_bars`` of ``interval_s``) is published before
-    any connection opens, and every gap marker starts a background gap fill.
+    any connection opens, and every gap marker starts a background gap fill. With
+    ``restart_gaps``, the time since a previous process last published these instruments is
+    marked as a ``restart`` gap (:mod:`connectors.restart`); tests that share a broker with
+    other tests' data turn it off.
     """
     metrics = ConnectorMetrics.create(registry)
     own_sink = sink is None
@@ -86,7 +90,7 @@ async def run_connect(
     )
     try:
         # before the warm start publishes: its ticks would look like a previous run's
-        restart_from = await _previous_run(bootstrap, instruments)
+        restart_from = await _previous_run(bootstrap, instruments) if restart_gaps else {}
         if backfill is not None:
             if backfill.sink is None:
                 backfill.sink = out
@@ -103,12 +107,15 @@ async def run_connect(
             await kafka.stop()
 
 
-async def _previous_run(bootstrap: str, venues: Iterable[str]) -> dict[str, int]:
+async def _previous_run(
+    bootstrap: str, instruments: Mapping[str, Sequence[Instrument]]
+) -> dict[str, int]:
     """Each venue's last published receive time (a previous process's end), logged."""
     from connectors.restart import last_receive_by_venue
 
+    symbols = {venue: {i.symbol for i in insts} for venue, insts in instruments.items()}
     try:
-        last = await last_receive_by_venue(bootstrap, venues)
+        last = await last_receive_by_venue(bootstrap, symbols)
     except Exception as exc:
         log.error(
             "could not read where the previous connector stopped (%s): a restart gap, if any, "

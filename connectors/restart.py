@@ -11,7 +11,7 @@ any other gap. A first start on an empty cluster finds nothing and marks nothing
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Collection, Mapping
 
 import orjson
 from aiokafka import TopicPartition
@@ -26,15 +26,15 @@ DATA_TOPICS = ("ticks.price.v1", "ticks.liquidation.v1", "ticks.funding.v1")
 
 
 async def last_receive_by_venue(
-    bootstrap: str, venues: Iterable[str], tail: int = 2_000
+    bootstrap: str, symbols: Mapping[str, Collection[str]], tail: int = 2_000
 ) -> dict[str, int]:
-    """The newest ``ts_recv_ns`` per venue among the last ``tail`` records of each partition.
+    """The newest ``ts_recv_ns`` per venue among the last ``tail`` records of each partition,
+    counting only records of the given venue → symbols (what this process publishes).
 
     ``tail`` bounds the read; the busiest venue's price ticks fill it, and a venue absent
     from every tail has published nothing for a long time (it gets no restart gap; its
     first session starts as on a fresh cluster). Unreadable records are skipped.
     """
-    wanted = set(venues)
     last: dict[str, int] = {}
     async with LogReader(bootstrap) as reader:
         spans: dict[TopicPartition, tuple[int, int]] = {}
@@ -49,9 +49,9 @@ async def last_receive_by_venue(
         async for rec in reader.read(spans):
             try:
                 doc = orjson.loads(rec.value or b"")
-                venue, recv = doc["venue"], int(doc["ts_recv_ns"])
+                venue, symbol, recv = doc["venue"], doc["symbol"], int(doc["ts_recv_ns"])
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
                 continue
-            if venue in wanted and recv > last.get(venue, 0):
+            if symbol in symbols.get(venue, ()) and recv > last.get(venue, 0):
                 last[venue] = recv
     return last

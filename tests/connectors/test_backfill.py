@@ -383,7 +383,7 @@ async def test_run_connect_warms_before_connecting_and_fills_gaps() -> None:
         bf = Backfiller(exchanges, {"bybit": [rose]}, None, lookback_bars=5)
         task = asyncio.create_task(
             run_connect("unused:9092", {"bybit": [rose]}, {"bybit": ws_url}, stop,
-                        CollectorRegistry(), sink=sink, backfill=bf)
+                        CollectorRegistry(), sink=sink, backfill=bf, restart_gaps=False)
         )  # fmt: skip
         try:
             await ws.wait_subscribed({"tickers.ROSEUSDT"})

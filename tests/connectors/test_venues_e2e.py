@@ -66,7 +66,14 @@ async def _run_venue(
     stop = asyncio.Event()
     t0 = time.time_ns()
     task = asyncio.create_task(
-        run_connect(kafka_bootstrap, {venue: instruments}, {venue: url}, stop, CollectorRegistry())
+        run_connect(
+            kafka_bootstrap,
+            {venue: instruments},
+            {venue: url},
+            stop,
+            CollectorRegistry(),
+            restart_gaps=False,  # the session broker holds other tests' data of these symbols
+        )
     )
     try:
         await fake.wait_subscribed(topics_subscribed)
