@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from connectors.scenario import ScenarioParams, generate
 from streams.config import load_universe
-from streams.events import BarEvent, Funding, Liquidation, PriceTick, decode
+from streams.events import Funding, Liquidation, PriceTick
 from streams.metrics import PipelineMetrics
 from streams.pipeline import Pipeline
 
@@ -35,17 +35,8 @@ def main(bar_interval_s: int = 60, top: int = 8) -> None:
     first: tracemalloc.Snapshot | None = None
     print(f"{n} events, {params.duration_s / 3600:.0f} h of event time, {bar_interval_s} s bars")
     for i, event in enumerate(events, 1):
-        ts = event.ts_event_ns
-        if isinstance(event, PriceTick):
-            out = pipe.on_price(event, ts)
-        elif isinstance(event, Liquidation):
-            out = pipe.on_liquidation(event, ts)
-        else:
-            assert isinstance(event, Funding)
-            out = pipe.on_funding(event, ts)
-        for rec in out:
-            if rec.topic == "bars.v1":  # the market stage reads bars.v1 back
-                pipe.on_bar(decode(BarEvent, rec.value), ts)
+        assert isinstance(event, PriceTick | Liquidation | Funding)
+        pipe.feed(event, event.ts_event_ns)
         if i in tenths:
             gc.collect()
             current, peak = (x / 2**20 for x in tracemalloc.get_traced_memory())

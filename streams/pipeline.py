@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from signals.detector_params import DetectorParams
 from streams.config import Universe
-from streams.events import BarEvent, Funding, GapMarker, Liquidation, PriceTick
+from streams.events import BarEvent, Funding, GapMarker, Liquidation, PriceTick, decode
 from streams.market_stage import MarketStage
 from streams.metrics import PipelineMetrics
 from streams.tick_stage import PRICE_KINDS, Out, TickStage
@@ -56,6 +56,22 @@ class Pipeline:
     def on_gap(self, gap: GapMarker, now_ns: int) -> list[Out]:
         """Feed a gap marker: its venue's assets are NaN in the bars it overlaps."""
         return self.market.on_gap(gap, now_ns)
+
+    def feed(self, event: PriceTick | Liquidation | Funding, now_ns: int) -> list[Out]:
+        """Feed one source event and read its bars back at once, as a caught-up worker would;
+        return every record published (``bars.v1`` and signals, in order)."""
+        if isinstance(event, PriceTick):
+            produced = self.on_price(event, now_ns)
+        elif isinstance(event, Liquidation):
+            produced = self.on_liquidation(event, now_ns)
+        else:
+            produced = self.on_funding(event, now_ns)
+        out: list[Out] = []
+        for rec in produced:
+            out.append(rec)
+            if rec.topic == "bars.v1":
+                out += self.on_bar(decode(BarEvent, rec.value), now_ns)
+        return out
 
     def tick(self, now_ns: int) -> list[Out]:
         """Processing time passes: idle timeouts of the bar builder and the market stage."""

@@ -29,18 +29,8 @@ BAR_S = 300
 def _run(pipe: Pipeline, ticks: list[object]) -> list[tuple[str, bytes]]:
     out: list[tuple[str, bytes]] = []
     for tick in ticks:
-        ts = tick.ts_event_ns  # type: ignore[attr-defined]
-        if isinstance(tick, PriceTick):
-            produced = pipe.on_price(tick, ts)
-        elif isinstance(tick, Liquidation):
-            produced = pipe.on_liquidation(tick, ts)
-        else:
-            assert isinstance(tick, FundingEvent)
-            produced = pipe.on_funding(tick, ts)
-        for rec in produced:
-            out.append((rec.topic, rec.value))
-            if rec.topic == "bars.v1":  # the market agent reads bars.v1 back
-                out.extend((r.topic, r.value) for r in pipe.on_bar(decode(BarEvent, rec.value), ts))
+        assert isinstance(tick, PriceTick | Liquidation | FundingEvent)
+        out.extend((rec.topic, rec.value) for rec in pipe.feed(tick, tick.ts_event_ns))
     return out
 
 
